@@ -1,0 +1,23 @@
+//! # cuecast
+//!
+//! Captures in-app guidance events (ShoutOut clicks, survey submissions,
+//! onboarding tasks, walk-through goals and custom events) in the browser,
+//! batches them and delivers them to any relay URL.
+//!
+//! ## Layout
+//!
+//! Pure logic, built and tested on the host with plain `cargo test`:
+//! - [`wire`]: the batch/event JSON shared with the relay (contract v1).
+//! - [`events`]: built-in event names and the rules their properties obey.
+//! - [`error`]: the one error type; every error names its field.
+//! - [`time`]: RFC 3339 formatting and parsing.
+//!
+//! Browser IO sits in `browser/`, compiled only for `wasm32` with the
+//! `browser` feature.
+
+pub mod error;
+pub mod events;
+pub mod time;
+pub mod wire;
+
+pub use error::Error;

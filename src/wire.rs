@@ -1,0 +1,233 @@
+//! Wire contract v1: the batch a browser POSTs and the answers it understands.
+//!
+//! This module is the single definition shared by the SDK (which builds and
+//! serialises these types) and the relay (which decodes and validates them).
+//! Golden fixtures in `tests/fixtures/` pin the JSON; a change that breaks them
+//! is a change of contract and bumps [`VERSION`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::events::{self, MAX_EVENT_BYTES};
+
+/// The wire version this build speaks.
+pub const VERSION: u64 = 1;
+/// Most events in one batch (a browser sends 20; server-side senders more).
+pub const MAX_EVENTS_PER_BATCH: usize = 1000;
+
+/// One POST body: a batch of events from one page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Batch {
+    pub v: u64,
+    pub write_key: String,
+    /// The same on every resend of this batch, so the relay can recognise it.
+    pub batch_id: String,
+    /// When this attempt left the browser; lets the relay correct clock skew.
+    pub sent_at: String,
+    /// 1 for the first send, incremented on every retry of the same batch.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    pub sdk: Library,
+    pub events: Vec<Event>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+/// One tracked interaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// UUIDv7, created once per event; resends keep it, so the relay dedupes on it.
+    pub id: String,
+    pub event: String,
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub properties: Map<String, Value>,
+    #[serde(default)]
+    pub context: Context,
+    #[serde(default)]
+    pub traits: Map<String, Value>,
+}
+
+/// Where the event happened. Every field is optional on the wire so that
+/// server-side senders can use the same endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Context {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<Page>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen: Option<Screen>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<Library>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub referrer: String,
+    #[serde(default)]
+    pub title: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Screen {
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Library {
+    pub name: String,
+    pub version: String,
+}
+
+impl Library {
+    /// This SDK.
+    pub fn cuecast() -> Self {
+        Library { name: "cuecast".into(), version: env!("CARGO_PKG_VERSION").into() }
+    }
+}
+
+/// The relay's answer to an accepted batch (200 or 202).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub accepted: u64,
+    pub duplicates: u64,
+}
+
+/// The body of every 4xx/5xx answer: `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&Error> for ErrorBody {
+    fn from(e: &Error) -> Self {
+        ErrorBody { error: ErrorDetail { code: e.code().into(), message: e.to_string() } }
+    }
+}
+
+/// Decodes and validates a batch body: JSON of the v1 shape whose every event
+/// passes [`Event::validate`]. The error names the first bad field, e.g.
+/// `events[3].properties.score`.
+pub fn decode_batch(body: &[u8]) -> Result<Batch, Error> {
+    let batch: Batch = match serde_json::from_slice(body) {
+        Ok(batch) => batch,
+        Err(e) => {
+            // A future version may change the shape: say "unsupported version"
+            // rather than a confusing shape error when `v` is readable.
+            #[derive(Deserialize)]
+            struct Probe {
+                v: u64,
+            }
+            if let Ok(Probe { v }) = serde_json::from_slice(body) {
+                if v != VERSION {
+                    return Err(Error::UnsupportedVersion(v));
+                }
+            }
+            if !e.is_data() {
+                return Err(Error::Malformed { field: String::new(), reason: format!("body is not valid JSON: {e}") });
+            }
+            // Re-decode only on this (rare) path to learn where the shape broke.
+            let path = serde_path_to_error::deserialize::<_, Batch>(&mut serde_json::Deserializer::from_slice(body))
+                .err()
+                .map(|pe| pe.path().to_string())
+                .filter(|p| p != ".")
+                .unwrap_or_default();
+            let subject = if path.is_empty() { "body has" } else { "has" };
+            return Err(Error::Malformed { field: path, reason: format!("{subject} the wrong shape: {e}") });
+        }
+    };
+    batch.validate()?;
+    Ok(batch)
+}
+
+impl Batch {
+    /// Checks everything the type system does not: version, required strings,
+    /// event count and each event.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.v != VERSION {
+            return Err(Error::UnsupportedVersion(self.v));
+        }
+        let key = Some(Value::String(self.write_key.clone()));
+        events::check_id("writeKey", key.as_ref())?;
+        events::check_id("batchId", Some(&Value::String(self.batch_id.clone())))?;
+        check_timestamp("sentAt", &self.sent_at)?;
+        if self.attempt == 0 {
+            return Err(Error::invalid("attempt", "must be at least 1"));
+        }
+        if self.events.is_empty() {
+            return Err(Error::invalid("events", "must hold at least one event"));
+        }
+        if self.events.len() > MAX_EVENTS_PER_BATCH {
+            return Err(Error::invalid(
+                "events",
+                format!("must hold at most {MAX_EVENTS_PER_BATCH} events, got {}", self.events.len()),
+            ));
+        }
+        for (i, event) in self.events.iter().enumerate() {
+            event.validate().map_err(|e| e.within(&format!("events[{i}]")))?;
+        }
+        Ok(())
+    }
+}
+
+impl Event {
+    /// Checks one event: ids, name, timestamp, the built-in event's properties
+    /// and the 32 KB size limit.
+    pub fn validate(&self) -> Result<(), Error> {
+        events::check_id("id", Some(&Value::String(self.id.clone())))?;
+        events::check_name("event", &self.event)?;
+        check_timestamp("timestamp", &self.timestamp)?;
+        if self.anonymous_id.is_none() && self.user_id.is_none() {
+            return Err(Error::invalid("anonymousId", "is required when there is no userId"));
+        }
+        for (field, id) in [("anonymousId", &self.anonymous_id), ("userId", &self.user_id), ("sessionId", &self.session_id)] {
+            if let Some(id) = id {
+                events::check_id(field, Some(&Value::String(id.clone())))?;
+            }
+        }
+        let mut props = self.properties.clone();
+        events::check_properties(&self.event, &mut props).map_err(|e| e.within("properties"))?;
+        let size = events::json_size(self);
+        if size > MAX_EVENT_BYTES {
+            return Err(Error::TooLarge { field: String::new(), size, limit: MAX_EVENT_BYTES });
+        }
+        Ok(())
+    }
+}
+
+fn check_timestamp(field: &str, value: &str) -> Result<(), Error> {
+    match crate::time::parse_millis(value) {
+        Some(_) => Ok(()),
+        None => Err(Error::invalid(field, format!("must be an RFC 3339 timestamp, got {value:?}"))),
+    }
+}

@@ -1,0 +1,74 @@
+//! Golden fixtures of wire contract v1: what the SDK emits and the relay
+//! accepts, and what each invalid body must be rejected with. The relay's
+//! tests read the same files.
+
+use std::path::{Path, PathBuf};
+
+use cuecast::wire::{self, Batch, Event};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn full_batch_round_trips_exactly() {
+    let raw = read(&fixtures().join("batch.json"));
+    let batch = wire::decode_batch(&raw).expect("the golden batch is valid");
+    assert_eq!(batch.events.len(), 7);
+    let golden: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(serde_json::to_value(&batch).unwrap(), golden, "re-serialising changes nothing");
+}
+
+#[test]
+fn every_built_in_event_kind_has_a_valid_fixture() {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(fixtures().join("events")).unwrap() {
+        let path = entry.unwrap().path();
+        let raw = read(&path);
+        let event: Event = serde_json::from_slice(&raw).unwrap();
+        event.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(serde_json::to_value(&event).unwrap(), serde_json::from_slice::<Value>(&raw).unwrap());
+        names.push(event.event);
+    }
+    for built_in in cuecast::events::BUILT_IN {
+        assert!(names.iter().any(|n| n == built_in), "no fixture for {built_in}");
+    }
+}
+
+#[test]
+fn the_golden_events_are_the_golden_batch() {
+    let batch: Batch = serde_json::from_slice(&read(&fixtures().join("batch.json"))).unwrap();
+    for event in &batch.events {
+        let found = std::fs::read_dir(fixtures().join("events")).unwrap().any(|entry| {
+            serde_json::from_slice::<Event>(&read(&entry.unwrap().path())).unwrap() == *event
+        });
+        assert!(found, "event {} of batch.json has no fixture under events/", event.id);
+    }
+}
+
+#[test]
+fn invalid_bodies_get_their_documented_error() {
+    let expected: serde_json::Map<String, Value> =
+        serde_json::from_slice(&read(&fixtures().join("invalid.json"))).unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(fixtures().join("invalid")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let want = expected.get(&name).unwrap_or_else(|| panic!("{name} has no entry in invalid.json"));
+        let err = wire::decode_batch(&read(&path)).expect_err(&name);
+        assert_eq!(err.code(), want["code"], "{name}: {err}");
+        assert_eq!(err.field(), want["field"], "{name}: {err}");
+        if let Some(message) = want["message"].as_str() {
+            assert_eq!(err.to_string(), message, "{name}");
+        }
+        let body = wire::ErrorBody::from(&err);
+        assert_eq!(body.error.message, err.to_string());
+        seen += 1;
+    }
+    assert_eq!(seen, expected.len(), "every expectation has a body");
+}
