@@ -15,9 +15,13 @@
 //! Browser IO sits in `browser/`, compiled only for `wasm32` with the
 //! `browser` feature.
 
+pub mod config;
 pub mod error;
 pub mod events;
+pub mod outbox;
+pub mod retry;
 pub mod time;
+pub mod tracker;
 pub mod wire;
 
 pub use error::Error;

@@ -1,0 +1,197 @@
+//! `init()` options, resolved once into a fully filled [`Config`].
+//!
+//! Every default lives here, next to the field it fills. Unknown option
+//! names are errors: a misspelt `writekey` should fail loudly at start-up,
+//! not silently send nothing.
+
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::events::{describe, MAX_EVENT_BYTES};
+use crate::retry::RetryPolicy;
+
+/// Room for the batch envelope (`v`, `writeKey`, `batchId`, `sentAt`, `sdk`).
+pub const ENVELOPE_BYTES: usize = 512;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where batches are POSTed: any http(s) URL.
+    pub endpoint: String,
+    /// Identifies the source to the relay (`pk_…`).
+    pub write_key: String,
+    /// Send when this many events are queued (`flushAt`, default 20).
+    pub flush_at: usize,
+    /// Send this long after the first queued event (`flushInterval`, ms, default 5 s).
+    pub flush_interval_ms: u64,
+    /// Largest request body (`maxBatchBytes`, default 48 KB, under the 64 KB
+    /// keepalive limit of browsers).
+    pub max_batch_bytes: usize,
+    /// Most events kept waiting; beyond it the oldest are dropped and counted
+    /// (`maxQueueEvents`, default 1,000).
+    pub max_queue_events: usize,
+    /// A session ends after this long without events (`sessionTimeout`, ms, default 30 min).
+    pub session_timeout_ms: u64,
+    /// Capture `data-cuecast-*` elements automatically (`autoCapture`, default true).
+    pub auto_capture: bool,
+    /// Log what is queued, sent, retried and dropped to the console (`debug`, default false).
+    pub debug: bool,
+    /// `retry: {minDelay, maxDelay, jitter, maxRetryAfter, maxAge}` (ms).
+    pub retry: RetryPolicy,
+}
+
+impl Config {
+    /// Builds a config from the JSON form of the options object.
+    ///
+    /// ```
+    /// let opts = serde_json::json!({"endpoint": "ftp://relay", "writeKey": "pk"});
+    /// let err = cuecast::config::Config::from_options(&opts).unwrap_err();
+    /// assert_eq!(err.to_string(), "endpoint must be an http:// or https:// URL, got \"ftp://relay\"");
+    /// ```
+    pub fn from_options(options: &Value) -> Result<Config, Error> {
+        let Value::Object(opts) = options else {
+            return Err(Error::invalid("options", format!("must be an object {{endpoint, writeKey}}, got {}", describe(options))));
+        };
+        const KNOWN: [&str; 10] = [
+            "endpoint", "writeKey", "flushAt", "flushInterval", "maxBatchBytes", "maxQueueEvents",
+            "sessionTimeout", "autoCapture", "debug", "retry",
+        ];
+        if let Some(unknown) = opts.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(Error::invalid(unknown.as_str(), format!("is not an option (known: {})", KNOWN.join(", "))));
+        }
+        let endpoint = required_string(opts, "endpoint")?;
+        check_endpoint(&endpoint)?;
+        let write_key = required_string(opts, "writeKey")?;
+        let retry = match opts.get("retry") {
+            None | Some(Value::Null) => RetryPolicy::default(),
+            Some(Value::Object(r)) => retry_policy(r).map_err(|e| e.within("retry"))?,
+            Some(v) => return Err(Error::invalid("retry", format!("must be an object, got {}", describe(v)))),
+        };
+        Ok(Config {
+            endpoint,
+            write_key,
+            flush_at: number(opts, "flushAt", 1, 1000)?.unwrap_or(20) as usize,
+            flush_interval_ms: number(opts, "flushInterval", 0, 3_600_000)?.unwrap_or(5_000),
+            max_batch_bytes: number(opts, "maxBatchBytes", (MAX_EVENT_BYTES + ENVELOPE_BYTES) as u64, 512 * 1024)?
+                .unwrap_or(48 * 1024) as usize,
+            max_queue_events: number(opts, "maxQueueEvents", 1, 100_000)?.unwrap_or(1000) as usize,
+            session_timeout_ms: number(opts, "sessionTimeout", 1000, 7 * 86_400_000)?.unwrap_or(30 * 60_000),
+            auto_capture: boolean(opts, "autoCapture")?.unwrap_or(true),
+            debug: boolean(opts, "debug")?.unwrap_or(false),
+            retry,
+        })
+    }
+}
+
+fn retry_policy(r: &Map<String, Value>) -> Result<RetryPolicy, Error> {
+    const KNOWN: [&str; 5] = ["minDelay", "maxDelay", "jitter", "maxRetryAfter", "maxAge"];
+    if let Some(unknown) = r.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(Error::invalid(unknown.as_str(), format!("is not an option (known: {})", KNOWN.join(", "))));
+    }
+    let defaults = RetryPolicy::default();
+    let policy = RetryPolicy {
+        min_delay_ms: number(r, "minDelay", 0, 3_600_000)?.unwrap_or(defaults.min_delay_ms),
+        max_delay_ms: number(r, "maxDelay", 0, 86_400_000)?.unwrap_or(defaults.max_delay_ms),
+        jitter: match r.get("jitter") {
+            None => defaults.jitter,
+            Some(v) => match v.as_f64() {
+                Some(j) if (0.0..=1.0).contains(&j) => j,
+                _ => return Err(Error::invalid("jitter", format!("must be a number from 0 to 1, got {}", describe(v)))),
+            },
+        },
+        max_retry_after_ms: number(r, "maxRetryAfter", 0, 86_400_000)?.unwrap_or(defaults.max_retry_after_ms),
+        max_age_ms: number(r, "maxAge", 0, 30 * 86_400_000)?.unwrap_or(defaults.max_age_ms),
+    };
+    if policy.min_delay_ms > policy.max_delay_ms {
+        return Err(Error::invalid("minDelay", "must not exceed retry.maxDelay"));
+    }
+    Ok(policy)
+}
+
+/// Checks that an (already absolute) endpoint is an http(s) URL with a host.
+pub fn check_endpoint(endpoint: &str) -> Result<(), Error> {
+    let lower = endpoint.to_ascii_lowercase();
+    let rest = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://"));
+    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+    match host {
+        Some(h) if !h.is_empty() && !h.starts_with(':') && !endpoint.contains(char::is_whitespace) => Ok(()),
+        _ => Err(Error::invalid("endpoint", format!("must be an http:// or https:// URL, got {endpoint:?}"))),
+    }
+}
+
+fn required_string(opts: &Map<String, Value>, field: &str) -> Result<String, Error> {
+    match opts.get(field) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        None | Some(Value::Null) => Err(Error::invalid(field, "is required")),
+        Some(v) => Err(Error::invalid(field, format!("must be a non-empty string, got {}", describe(v)))),
+    }
+}
+
+fn number(opts: &Map<String, Value>, field: &str, min: u64, max: u64) -> Result<Option<u64>, Error> {
+    match opts.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(Error::invalid(field, format!("must be an integer from {min} to {max}, got {}", describe(v)))),
+        },
+    }
+}
+
+fn boolean(opts: &Map<String, Value>, field: &str) -> Result<Option<bool>, Error> {
+    match opts.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(Error::invalid(field, format!("must be true or false, got {}", describe(v)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn err(v: Value) -> String {
+        Config::from_options(&v).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_fill_everything() {
+        let c = Config::from_options(&json!({"endpoint": "https://relay.example.com/v1/batch", "writeKey": "pk_live_x"})).unwrap();
+        assert_eq!((c.flush_at, c.flush_interval_ms, c.max_batch_bytes), (20, 5000, 48 * 1024));
+        assert_eq!((c.max_queue_events, c.session_timeout_ms), (1000, 1_800_000));
+        assert!(c.auto_capture && !c.debug);
+        assert_eq!(c.retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn options_override_defaults() {
+        let c = Config::from_options(&json!({
+            "endpoint": "http://127.0.0.1:9/b", "writeKey": "k", "flushAt": 1, "flushInterval": 0,
+            "autoCapture": false, "debug": true, "retry": {"minDelay": 10, "maxDelay": 20, "jitter": 0}
+        }))
+        .unwrap();
+        assert_eq!((c.flush_at, c.flush_interval_ms, c.auto_capture, c.debug), (1, 0, false, true));
+        assert_eq!((c.retry.min_delay_ms, c.retry.max_delay_ms, c.retry.jitter), (10, 20, 0.0));
+    }
+
+    #[test]
+    fn bad_options_name_the_field() {
+        assert_eq!(err(json!({"writeKey": "k"})), "endpoint is required");
+        assert_eq!(err(json!({"endpoint": "https://r.example"})), "writeKey is required");
+        assert_eq!(err(json!({"endpoint": "https://r.example", "writeKey": ""})), "writeKey must be a non-empty string, got \"\"");
+        assert_eq!(err(json!({"endpoint": 5, "writeKey": "k"})), "endpoint must be a non-empty string, got 5");
+        for bad in ["javascript:alert(1)", "https://", "http:///path", "https://exa mple.com", "wss://relay"] {
+            assert!(err(json!({"endpoint": bad, "writeKey": "k"})).starts_with("endpoint must be an http:// or https:// URL"), "{bad}");
+        }
+        assert!(err(json!({"endpoint": "https://r.example", "writekey": "k"})).starts_with("writekey is not an option"));
+        assert_eq!(
+            err(json!({"endpoint": "https://r.example", "writeKey": "k", "flushAt": 0})),
+            "flushAt must be an integer from 1 to 1000, got 0"
+        );
+        assert_eq!(
+            err(json!({"endpoint": "https://r.example", "writeKey": "k", "retry": {"jitter": 2}})),
+            "retry.jitter must be a number from 0 to 1, got 2"
+        );
+        assert_eq!(err(json!("https://r.example")), "options must be an object {endpoint, writeKey}, got \"https://r.example\"");
+        assert!(err(json!({"endpoint": "https://r.example", "writeKey": "k", "maxBatchBytes": 1000})).starts_with("maxBatchBytes must be"));
+    }
+}

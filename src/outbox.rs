@@ -1,0 +1,556 @@
+//! The outbox: events waiting to be sent, and the batches being sent or retried.
+//!
+//! A pure state machine. The browser layer asks it what to send
+//! ([`Outbox::next_send`]), does the fetch, and reports the answer
+//! ([`Outbox::on_answer`]); the outbox decides batching, backoff, splitting
+//! and dropping. One batch is in flight at a time, so events reach the relay
+//! in the order they were tracked.
+//!
+//! Everything here is serialisable plain data, so the same state can be
+//! persisted between page loads.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ENVELOPE_BYTES};
+use crate::retry::{classify, RetryPolicy, Verdict};
+use crate::time::format_millis;
+use crate::wire::{Batch, Event, Library, VERSION};
+
+/// What happened to the events since the last [`Outbox::take_report`]
+/// (what `flush()` resolves with).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Acknowledged by the relay.
+    pub sent: u64,
+    /// Refused by the relay (4xx), or retried for longer than the policy allows.
+    pub failed: u64,
+    /// Still waiting to be sent or retried.
+    pub pending: u64,
+    /// Dropped by policy before sending: queue full, or opt-out.
+    pub dropped: u64,
+}
+
+/// What a [`Outbox::push`] asks of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// A threshold (count or bytes) is reached: send now.
+    SendNow,
+    /// Send at this time (ms) unless something else triggers first.
+    SendAt(i64),
+}
+
+/// One request to make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub batch_id: String,
+    pub attempt: u32,
+    pub events: usize,
+    /// The JSON body, ready for `fetch`.
+    pub body: String,
+}
+
+/// What an answer did to the batch, for the caller's scheduling and debug log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Delivered { events: usize },
+    RetryAt { at: i64, attempt: u32 },
+    /// The batch was halved (413); both halves are ready to send.
+    Split,
+    /// Dropped as failed: a status that resending cannot fix, or too old.
+    Failed { events: usize, why: String },
+    /// No batch in flight has this id (a stale answer); nothing changed.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Queued {
+    event: Event,
+    bytes: usize,
+    queued_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum State {
+    Ready,
+    InFlight,
+    /// `server`: the relay named the time (Retry-After); an explicit flush waits for it too.
+    Waiting { until: i64, server: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Formed {
+    batch: Batch,
+    first_sent_at: Option<i64>,
+    last_sent_at: i64,
+    state: State,
+}
+
+/// Batching and sending policy, copied from [`Config`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub flush_at: usize,
+    pub flush_interval_ms: u64,
+    pub max_batch_bytes: usize,
+    pub max_queue_events: usize,
+    pub retry: RetryPolicy,
+}
+
+impl From<&Config> for Limits {
+    fn from(c: &Config) -> Self {
+        Limits {
+            flush_at: c.flush_at,
+            flush_interval_ms: c.flush_interval_ms,
+            max_batch_bytes: c.max_batch_bytes,
+            max_queue_events: c.max_queue_events,
+            retry: c.retry,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    limits: Limits,
+    write_key: String,
+    /// Events not yet in a batch, oldest first.
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    /// Formed batches, oldest first; only the front one is ever in flight.
+    batches: VecDeque<Formed>,
+    report: Report,
+}
+
+impl Outbox {
+    pub fn new(limits: Limits, write_key: impl Into<String>) -> Self {
+        Outbox {
+            limits,
+            write_key: write_key.into(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            batches: VecDeque::new(),
+            report: Report::default(),
+        }
+    }
+
+    /// Queues an event of `bytes` serialised bytes. When the outbox is full
+    /// the oldest waiting event is dropped (and counted) to make room.
+    pub fn push(&mut self, event: Event, bytes: usize, now: i64) -> Push {
+        while self.pending() >= self.limits.max_queue_events && self.drop_oldest() {}
+        self.queued_bytes += bytes + 1;
+        self.queue.push_back(Queued { event, bytes, queued_at: now });
+        if self.queue.len() >= self.limits.flush_at || self.queued_bytes + ENVELOPE_BYTES >= self.limits.max_batch_bytes {
+            Push::SendNow
+        } else {
+            Push::SendAt(self.queue[0].queued_at + self.limits.flush_interval_ms as i64)
+        }
+    }
+
+    fn drop_oldest(&mut self) -> bool {
+        // Never touch the batch in flight: its answer is on its way.
+        let waiting = self.batches.iter_mut().find(|b| b.state != State::InFlight);
+        if let Some(formed) = waiting {
+            formed.batch.events.remove(0);
+            self.batches.retain(|b| !b.batch.events.is_empty());
+        } else if let Some(q) = self.queue.pop_front() {
+            self.queued_bytes -= q.bytes + 1;
+        } else {
+            return false;
+        }
+        self.report.dropped += 1;
+        true
+    }
+
+    /// The next request to make at `now`, if any. `flush_since` is the start
+    /// of an explicit `flush()`: it sends queued events at once and skips our
+    /// own backoff once per batch (a batch already tried since the flush began
+    /// waits, so a flush against a dead relay ends), but never a wait the relay
+    /// asked for. `new_id` makes batch ids.
+    pub fn next_send(&mut self, now: i64, flush_since: Option<i64>, new_id: &mut dyn FnMut() -> String) -> Option<Outgoing> {
+        if self.batches.is_empty() && self.due(now, flush_since.is_some()) {
+            let batch = self.form_batch(new_id());
+            self.batches.push_back(Formed { batch, first_sent_at: None, last_sent_at: i64::MIN, state: State::Ready });
+        }
+        let front = self.batches.front_mut()?;
+        match front.state {
+            State::InFlight => return None,
+            State::Waiting { until, server } if now < until => {
+                let tried_in_this_flush = flush_since.is_none_or(|since| front.last_sent_at >= since);
+                if server || tried_in_this_flush {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+        front.state = State::InFlight;
+        front.batch.attempt += 1;
+        front.batch.sent_at = format_millis(now);
+        front.first_sent_at.get_or_insert(now);
+        front.last_sent_at = now;
+        Some(Outgoing {
+            batch_id: front.batch.batch_id.clone(),
+            attempt: front.batch.attempt,
+            events: front.batch.events.len(),
+            body: serde_json::to_string(&front.batch).expect("batches serialise"),
+        })
+    }
+
+    fn due(&self, now: i64, force: bool) -> bool {
+        let Some(first) = self.queue.front() else { return false };
+        force
+            || self.queue.len() >= self.limits.flush_at
+            || self.queued_bytes + ENVELOPE_BYTES >= self.limits.max_batch_bytes
+            || now >= first.queued_at + self.limits.flush_interval_ms as i64
+    }
+
+    fn form_batch(&mut self, batch_id: String) -> Batch {
+        let mut events = Vec::new();
+        let mut bytes = ENVELOPE_BYTES;
+        while let Some(next) = self.queue.front() {
+            if events.len() == self.limits.flush_at || (!events.is_empty() && bytes + next.bytes + 1 > self.limits.max_batch_bytes) {
+                break;
+            }
+            let q = self.queue.pop_front().expect("front exists");
+            bytes += q.bytes + 1;
+            self.queued_bytes -= q.bytes + 1;
+            events.push(q.event);
+        }
+        Batch {
+            v: VERSION,
+            write_key: self.write_key.clone(),
+            batch_id,
+            sent_at: String::new(),
+            attempt: 0,
+            sdk: Library::cuecast(),
+            events,
+        }
+    }
+
+    /// Records the relay's answer to batch `batch_id`: `status` is `None` for a
+    /// network error; `retry_after_ms` is the parsed `Retry-After`; `unit` is
+    /// a uniform random number in `[0, 1)` for jitter.
+    pub fn on_answer(
+        &mut self,
+        batch_id: &str,
+        status: Option<u16>,
+        retry_after_ms: Option<u64>,
+        now: i64,
+        unit: f64,
+        new_id: &mut dyn FnMut() -> String,
+    ) -> Answer {
+        let Some(front) = self.batches.front_mut() else { return Answer::Unknown };
+        if front.batch.batch_id != batch_id || front.state != State::InFlight {
+            return Answer::Unknown;
+        }
+        let events = front.batch.events.len();
+        match classify(status) {
+            Verdict::Delivered => {
+                self.batches.pop_front();
+                self.report.sent += events as u64;
+                Answer::Delivered { events }
+            }
+            Verdict::Retry => {
+                let attempt = front.batch.attempt;
+                // Only 429 and 503 carry a Retry-After we must honour.
+                let hint = retry_after_ms.filter(|_| matches!(status, Some(429 | 503)));
+                let at = now + self.limits.retry.delay_ms(attempt, hint, unit) as i64;
+                let first = front.first_sent_at.unwrap_or(now);
+                if at - first > self.limits.retry.max_age_ms as i64 {
+                    return self.fail(format!("gave up after {attempt} attempts over {} s", (now - first) / 1000));
+                }
+                front.state = State::Waiting { until: at, server: hint.is_some() };
+                Answer::RetryAt { at, attempt }
+            }
+            Verdict::Split if events > 1 => {
+                let mut formed = self.batches.pop_front().expect("front exists");
+                let mut first_half = std::mem::take(&mut formed.batch.events);
+                let second_half = first_half.split_off(events / 2);
+                // Each half is a new batch (new id, attempt 0) but keeps the
+                // original first send time, so max age still counts from it.
+                for half in [second_half, first_half] {
+                    let batch = Batch { batch_id: new_id(), events: half, attempt: 0, ..formed.batch.clone() };
+                    self.batches.push_front(Formed {
+                        batch,
+                        first_sent_at: formed.first_sent_at,
+                        last_sent_at: i64::MIN,
+                        state: State::Ready,
+                    });
+                }
+                Answer::Split
+            }
+            Verdict::Split => self.fail("the relay refused a single event as too large (413)".into()),
+            Verdict::Reject => self.fail(format!("the relay refused the batch with status {}", status.unwrap_or(0))),
+        }
+    }
+
+    fn fail(&mut self, why: String) -> Answer {
+        let formed = self.batches.pop_front().expect("front exists");
+        let events = formed.batch.events.len();
+        self.report.failed += events as u64;
+        Answer::Failed { events, why }
+    }
+
+    /// When the caller should next call [`Outbox::next_send`]: `None` when
+    /// nothing waits or a request is in flight (its answer will tell).
+    pub fn next_wakeup(&self) -> Option<i64> {
+        match self.batches.front() {
+            Some(Formed { state: State::InFlight, .. }) => None,
+            Some(Formed { state: State::Waiting { until, .. }, .. }) => Some(*until),
+            Some(Formed { state: State::Ready, .. }) => Some(i64::MIN),
+            None => self.queue.front().map(|q| q.queued_at + self.limits.flush_interval_ms as i64),
+        }
+    }
+
+    /// Whether a request is in flight.
+    pub fn in_flight(&self) -> bool {
+        self.batches.front().is_some_and(|b| b.state == State::InFlight)
+    }
+
+    /// Events not yet acknowledged, refused or dropped.
+    pub fn pending(&self) -> usize {
+        self.queue.len() + self.batches.iter().map(|b| b.batch.events.len()).sum::<usize>()
+    }
+
+    /// Drops everything not in flight (opt-out), counting it as dropped.
+    pub fn drop_waiting(&mut self) -> usize {
+        let mut dropped = 0;
+        while self.drop_oldest() {
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Counts since the previous report, with the current pending count.
+    pub fn take_report(&mut self) -> Report {
+        let report = Report { pending: self.pending() as u64, ..self.report };
+        self.report = Report::default();
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn limits() -> Limits {
+        Limits { flush_at: 20, flush_interval_ms: 5000, max_batch_bytes: 48 * 1024, max_queue_events: 1000, retry: RetryPolicy::default() }
+    }
+
+    fn event(n: usize, pad: usize) -> (Event, usize) {
+        let mut e: Event = serde_json::from_str(include_str!("../tests/fixtures/events/custom.json")).unwrap();
+        e.id = format!("e{n}");
+        e.properties.insert("pad".into(), Value::String("x".repeat(pad)));
+        let bytes = crate::events::json_size(&e);
+        (e, bytes)
+    }
+
+    fn ids() -> impl FnMut() -> String {
+        let mut n = 0;
+        move || {
+            n += 1;
+            format!("b{n}")
+        }
+    }
+
+    fn ids_of(out: &Outgoing) -> Vec<String> {
+        let b: Batch = serde_json::from_str(&out.body).unwrap();
+        b.events.into_iter().map(|e| e.id).collect()
+    }
+
+    fn fill(o: &mut Outbox, count: usize, pad: usize, now: i64) -> Push {
+        let mut last = Push::SendAt(0);
+        for n in 0..count {
+            let (e, b) = event(n, pad);
+            last = o.push(e, b, now);
+        }
+        last
+    }
+
+    #[test]
+    fn flushes_at_twenty_events() {
+        let mut o = Outbox::new(limits(), "pk");
+        assert_eq!(fill(&mut o, 19, 0, 1000), Push::SendAt(6000));
+        assert_eq!(o.next_send(1000, None, &mut ids()), None, "19 events wait for the timer");
+        let (e, b) = event(19, 0);
+        assert_eq!(o.push(e, b, 1001), Push::SendNow);
+        let out = o.next_send(1001, None, &mut ids()).unwrap();
+        assert_eq!((out.events, out.attempt), (20, 1));
+        let batch: Batch = serde_json::from_str(&out.body).unwrap();
+        assert_eq!((batch.v, batch.write_key.as_str(), batch.sent_at.as_str()), (1, "pk", "1970-01-01T00:00:01.001Z"));
+        batch.validate().unwrap();
+    }
+
+    #[test]
+    fn flushes_five_seconds_after_the_first_event() {
+        let mut o = Outbox::new(limits(), "pk");
+        assert_eq!(fill(&mut o, 1, 0, 10_000), Push::SendAt(15_000));
+        assert_eq!(fill(&mut o, 1, 0, 12_000), Push::SendAt(15_000), "the timer runs from the first event");
+        assert_eq!(o.next_wakeup(), Some(15_000));
+        assert!(o.next_send(14_999, None, &mut ids()).is_none());
+        assert_eq!(o.next_send(15_000, None, &mut ids()).unwrap().events, 2);
+    }
+
+    #[test]
+    fn flushes_before_the_body_reaches_48_kb() {
+        let mut o = Outbox::new(limits(), "pk");
+        let pushes: Vec<Push> = (0..6).map(|n| { let (e, b) = event(n, 10_000); o.push(e, b, 0) }).collect();
+        let first_now = pushes.iter().position(|p| *p == Push::SendNow).unwrap();
+        assert_eq!(first_now, 4, "the fifth ~11 KB event passes the 48 KB threshold");
+        let mut ids = ids();
+        let mut sizes = Vec::new();
+        while let Some(out) = o.next_send(0, Some(0), &mut ids) {
+            assert!(out.body.len() <= 48 * 1024, "{} bytes", out.body.len());
+            sizes.push(out.events);
+            o.on_answer(&out.batch_id, Some(202), None, 0, 0.5, &mut ids);
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), 6);
+        assert!(sizes.len() >= 2);
+    }
+
+    #[test]
+    fn one_batch_in_flight_and_order_is_kept() {
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 45, 0, 0);
+        let mut ids = ids();
+        let a = o.next_send(0, Some(0), &mut ids).unwrap();
+        assert!(o.next_send(0, Some(0), &mut ids).is_none(), "second request waits for the first answer");
+        assert!(o.in_flight());
+        o.on_answer(&a.batch_id, Some(200), None, 1, 0.5, &mut ids);
+        let b = o.next_send(1, Some(1), &mut ids).unwrap();
+        o.on_answer(&b.batch_id, Some(202), None, 2, 0.5, &mut ids);
+        let c = o.next_send(2, Some(2), &mut ids).unwrap();
+        let all: Vec<String> = [ids_of(&a), ids_of(&b), ids_of(&c)].concat();
+        assert_eq!(all, (0..45).map(|n| format!("e{n}")).collect::<Vec<_>>());
+        assert_eq!(o.on_answer(&c.batch_id, Some(202), None, 3, 0.5, &mut ids), Answer::Delivered { events: 5 });
+        assert_eq!(o.take_report(), Report { sent: 45, failed: 0, pending: 0, dropped: 0 });
+    }
+
+    #[test]
+    fn retries_keep_batch_id_and_count_attempts_with_backoff() {
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 3, 0, 0);
+        let mut ids = ids();
+        let first = o.next_send(0, Some(0), &mut ids).unwrap();
+        assert_eq!(o.on_answer(&first.batch_id, Some(500), None, 100, 0.5, &mut ids), Answer::RetryAt { at: 600, attempt: 1 });
+        assert!(o.next_send(599, None, &mut ids).is_none());
+        let second = o.next_send(600, None, &mut ids).unwrap();
+        assert_eq!((second.batch_id.as_str(), second.attempt), (first.batch_id.as_str(), 2));
+        assert_eq!(ids_of(&second), ids_of(&first), "same event ids on every resend");
+        assert_eq!(o.on_answer(&second.batch_id, None, None, 700, 0.5, &mut ids), Answer::RetryAt { at: 1700, attempt: 2 });
+        // An explicit flush skips our own backoff, once.
+        let third = o.next_send(800, Some(800), &mut ids).unwrap();
+        assert_eq!(third.attempt, 3);
+        assert_eq!(o.on_answer(&third.batch_id, Some(502), None, 850, 0.5, &mut ids), Answer::RetryAt { at: 2850, attempt: 3 });
+        assert!(o.next_send(860, Some(800), &mut ids).is_none(), "the same flush does not retry it again");
+        let third = o.next_send(900, Some(900), &mut ids).unwrap();
+        assert_eq!(third.attempt, 4, "a new flush does");
+        assert_eq!(o.on_answer(&third.batch_id, Some(202), None, 900, 0.5, &mut ids), Answer::Delivered { events: 3 });
+    }
+
+    #[test]
+    fn retry_after_is_honoured_even_by_flush() {
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 1, 0, 0);
+        let mut ids = ids();
+        let out = o.next_send(0, Some(0), &mut ids).unwrap();
+        assert_eq!(o.on_answer(&out.batch_id, Some(429), Some(2000), 10, 0.9, &mut ids), Answer::RetryAt { at: 2010, attempt: 1 });
+        assert!(o.next_send(2009, Some(2009), &mut ids).is_none(), "flush waits for the server's Retry-After");
+        assert!(o.next_send(2010, None, &mut ids).is_some());
+        // Retry-After on a 500 is not an instruction we must follow.
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 1, 0, 0);
+        let out = o.next_send(0, Some(0), &mut ids).unwrap();
+        assert_eq!(o.on_answer(&out.batch_id, Some(500), Some(90_000), 0, 0.5, &mut ids), Answer::RetryAt { at: 500, attempt: 1 });
+    }
+
+    #[test]
+    fn gives_up_after_max_age() {
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 2, 0, 0);
+        let mut ids = ids();
+        let mut now = 5000; // the flush interval
+        let mut attempts = 0;
+        loop {
+            let out = o.next_send(now, None, &mut ids).expect("a retry is due");
+            attempts += 1;
+            match o.on_answer(&out.batch_id, Some(503), None, now, 0.5, &mut ids) {
+                Answer::RetryAt { at, .. } => now = at,
+                Answer::Failed { events, why } => {
+                    assert_eq!(events, 2);
+                    assert!(why.starts_with("gave up after"), "{why}");
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(now <= 5000 + 24 * 3600 * 1000);
+        assert!((1440..1460).contains(&attempts), "about one attempt a minute for a day: {attempts}");
+        assert_eq!(o.take_report(), Report { sent: 0, failed: 2, pending: 0, dropped: 0 });
+    }
+
+    #[test]
+    fn too_large_splits_in_halves_until_one_event() {
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 5, 0, 0);
+        let mut ids = ids();
+        let whole = o.next_send(0, Some(0), &mut ids).unwrap();
+        assert_eq!(o.on_answer(&whole.batch_id, Some(413), None, 0, 0.5, &mut ids), Answer::Split);
+        let a = o.next_send(0, None, &mut ids).unwrap();
+        assert_eq!((ids_of(&a), a.attempt), (vec!["e0".to_string(), "e1".to_string()], 1));
+        assert_ne!(a.batch_id, whole.batch_id, "a half is a new batch");
+        o.on_answer(&a.batch_id, Some(202), None, 0, 0.5, &mut ids);
+        let b = o.next_send(0, None, &mut ids).unwrap();
+        assert_eq!(ids_of(&b), ["e2", "e3", "e4"]);
+        assert_eq!(o.on_answer(&b.batch_id, Some(413), None, 0, 0.5, &mut ids), Answer::Split);
+        let c = o.next_send(0, None, &mut ids).unwrap();
+        assert_eq!(ids_of(&c), ["e2"]);
+        let Answer::Failed { events: 1, why } = o.on_answer(&c.batch_id, Some(413), None, 0, 0.5, &mut ids) else { panic!() };
+        assert!(why.contains("single event"));
+        let d = o.next_send(0, None, &mut ids).unwrap();
+        assert_eq!(ids_of(&d), ["e3", "e4"]);
+        o.on_answer(&d.batch_id, Some(200), None, 0, 0.5, &mut ids);
+        assert_eq!(o.take_report(), Report { sent: 4, failed: 1, pending: 0, dropped: 0 });
+    }
+
+    #[test]
+    fn other_client_errors_drop_the_batch_as_failed() {
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 4, 0, 0);
+        let mut ids = ids();
+        let out = o.next_send(0, Some(0), &mut ids).unwrap();
+        let Answer::Failed { events: 4, why } = o.on_answer(&out.batch_id, Some(400), None, 0, 0.5, &mut ids) else { panic!() };
+        assert!(why.contains("400"));
+        assert_eq!(o.take_report(), Report { sent: 0, failed: 4, pending: 0, dropped: 0 });
+        assert_eq!(o.take_report(), Report::default(), "a report covers what happened since the last one");
+    }
+
+    #[test]
+    fn a_full_outbox_drops_the_oldest_waiting_events() {
+        let mut o = Outbox::new(Limits { max_queue_events: 10, ..limits() }, "pk");
+        fill(&mut o, 5, 0, 0);
+        let mut ids = ids();
+        let inflight = o.next_send(0, Some(0), &mut ids).unwrap();
+        for n in 5..17 {
+            let (e, b) = event(n, 0);
+            o.push(e, b, 0);
+        }
+        assert_eq!(o.pending(), 10);
+        o.on_answer(&inflight.batch_id, Some(202), None, 0, 0.5, &mut ids);
+        let next = o.next_send(0, Some(0), &mut ids).unwrap();
+        assert_eq!(ids_of(&next), (12..17).map(|n| format!("e{n}")).collect::<Vec<_>>(), "the in-flight batch is never dropped");
+        assert_eq!(o.take_report(), Report { sent: 5, failed: 0, pending: 5, dropped: 7 });
+    }
+
+    #[test]
+    fn stale_answers_change_nothing() {
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 1, 0, 0);
+        let mut ids = ids();
+        let out = o.next_send(0, Some(0), &mut ids).unwrap();
+        assert_eq!(o.on_answer("someone-else", Some(202), None, 0, 0.5, &mut ids), Answer::Unknown);
+        assert!(o.in_flight());
+        assert_eq!(o.on_answer(&out.batch_id, Some(202), None, 0, 0.5, &mut ids), Answer::Delivered { events: 1 });
+        assert_eq!(o.on_answer(&out.batch_id, Some(202), None, 0, 0.5, &mut ids), Answer::Unknown);
+    }
+}

@@ -1,0 +1,401 @@
+//! The SDK's core: who the user is, which session this is, and how a call
+//! such as `track()` becomes a queued [`Event`].
+//!
+//! Pure: the clock and randomness come from an [`Env`], page context is
+//! passed in, and nothing here touches the browser. The browser layer wraps
+//! one [`Tracker`] and adds IO.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::events::{self, describe, MAX_EVENT_BYTES};
+use crate::outbox::{Outbox, Push};
+use crate::time::format_millis;
+use crate::wire::{Context, Event};
+
+/// The clock and the random source.
+pub trait Env {
+    /// Unix time in milliseconds.
+    fn now_ms(&self) -> i64;
+    /// Fills `buf` with cryptographically strong random bytes.
+    fn fill_random(&mut self, buf: &mut [u8]);
+
+    /// A UUIDv7: time-ordered, so ids sort roughly by creation.
+    fn uuid_v7(&mut self) -> String {
+        let mut random = [0u8; 10];
+        self.fill_random(&mut random);
+        uuid::Builder::from_unix_timestamp_millis(self.now_ms().max(0) as u64, &random).into_uuid().to_string()
+    }
+
+    /// A uniform random number in `[0, 1)`, for retry jitter.
+    fn unit(&mut self) -> f64 {
+        let mut b = [0u8; 4];
+        self.fill_random(&mut b);
+        f64::from(u32::from_le_bytes(b)) / 4_294_967_296.0
+    }
+}
+
+/// Who is using the page, kept across page loads by the browser layer.
+/// `v1` in its storage key; fields only ever get added with defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    pub anonymous_id: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub traits: Map<String, Value>,
+    #[serde(default)]
+    pub session: Option<Session>,
+    #[serde(default)]
+    pub opted_out: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub id: String,
+    pub last_seen: i64,
+}
+
+/// What became of a tracking call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tracked {
+    Queued { id: String, push: Push },
+    /// The user opted out; the event was not created.
+    OptedOut,
+}
+
+pub struct Tracker {
+    pub config: Config,
+    pub outbox: Outbox,
+    identity: Identity,
+    /// The identity changed in a way worth persisting.
+    dirty: bool,
+    persisted_last_seen: i64,
+}
+
+/// How stale the stored session time may get before it is written again:
+/// one write a minute at most, not one per event.
+const SESSION_PERSIST_MS: i64 = 60_000;
+
+impl Tracker {
+    /// Starts from the stored identity, or a new anonymous one.
+    pub fn new(config: Config, stored: Option<Identity>, env: &mut dyn Env) -> Tracker {
+        let dirty = stored.is_none();
+        let identity = stored.unwrap_or_else(|| Identity {
+            anonymous_id: new_anonymous_id(env),
+            user_id: None,
+            traits: Map::new(),
+            session: None,
+            opted_out: false,
+        });
+        let outbox = Outbox::new((&config).into(), config.write_key.clone());
+        let persisted_last_seen = identity.session.as_ref().map_or(0, |s| s.last_seen);
+        Tracker { config, outbox, identity, dirty, persisted_last_seen }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The identity if it should be written to storage now (and marks it written).
+    pub fn take_dirty_identity(&mut self) -> Option<&Identity> {
+        let last_seen = self.identity.session.as_ref().map_or(0, |s| s.last_seen);
+        if !self.dirty && last_seen - self.persisted_last_seen < SESSION_PERSIST_MS {
+            return None;
+        }
+        self.dirty = false;
+        self.persisted_last_seen = last_seen;
+        Some(&self.identity)
+    }
+
+    /// `track(name, properties)`: a custom event or a built-in one by name.
+    pub fn track(&mut self, name: &str, properties: Value, context: Context, env: &mut dyn Env) -> Result<Tracked, Error> {
+        events::check_name("event", name)?;
+        let mut props = properties_object(properties).map_err(|e| e.within("properties"))?;
+        events::check_properties(name, &mut props).map_err(|e| e.within("properties"))?;
+        self.enqueue(name, props, Map::new(), context, env)
+    }
+
+    /// A typed helper (`shoutoutClicked(…)` and friends): the input object is
+    /// the properties, and errors name its fields directly.
+    pub fn track_built_in(&mut self, name: &str, input: Value, context: Context, env: &mut dyn Env) -> Result<Tracked, Error> {
+        let Value::Object(mut props) = input else {
+            return Err(Error::invalid("", format!("expects an object, got {}", describe(&input))));
+        };
+        events::check_properties(name, &mut props)?;
+        self.enqueue(name, props, Map::new(), context, env)
+    }
+
+    /// `identify(userId, traits)`: remembers the user and sends `user.identified`.
+    pub fn identify(&mut self, user_id: Value, traits: Value, context: Context, env: &mut dyn Env) -> Result<Tracked, Error> {
+        let user_id = match user_id {
+            Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+            other => {
+                events::check_id("userId", Some(&other))?;
+                other.as_str().unwrap_or_default().to_string()
+            }
+        };
+        let traits = properties_object(traits).map_err(|e| e.within("traits"))?;
+        if self.identity.opted_out {
+            return Ok(Tracked::OptedOut);
+        }
+        if self.identity.user_id.as_deref() != Some(&user_id) {
+            // A different user: their traits are not the previous user's.
+            self.identity.traits.clear();
+        }
+        self.identity.user_id = Some(user_id);
+        self.identity.traits.extend(traits);
+        self.dirty = true;
+        let traits = self.identity.traits.clone();
+        self.enqueue(events::USER_IDENTIFIED, Map::new(), traits, context, env)
+    }
+
+    /// `reset()`: forgets the user (logout): new anonymous id, new session.
+    pub fn reset(&mut self, env: &mut dyn Env) {
+        self.identity.anonymous_id = new_anonymous_id(env);
+        self.identity.user_id = None;
+        self.identity.traits.clear();
+        self.identity.session = None;
+        self.dirty = true;
+    }
+
+    /// `optOut()`: stops tracking and drops what waits (counted as dropped).
+    pub fn opt_out(&mut self) -> usize {
+        self.identity.opted_out = true;
+        self.dirty = true;
+        self.outbox.drop_waiting()
+    }
+
+    pub fn opt_in(&mut self) {
+        self.identity.opted_out = false;
+        self.dirty = true;
+    }
+
+    fn enqueue(
+        &mut self,
+        name: &str,
+        properties: Map<String, Value>,
+        traits: Map<String, Value>,
+        context: Context,
+        env: &mut dyn Env,
+    ) -> Result<Tracked, Error> {
+        if self.identity.opted_out {
+            return Ok(Tracked::OptedOut);
+        }
+        let now = env.now_ms();
+        let event = Event {
+            id: env.uuid_v7(),
+            event: name.to_string(),
+            timestamp: format_millis(now),
+            anonymous_id: Some(self.identity.anonymous_id.clone()),
+            user_id: self.identity.user_id.clone(),
+            session_id: Some(self.touch_session(now, env)),
+            properties,
+            context,
+            traits,
+        };
+        let bytes = events::json_size(&event);
+        if bytes > MAX_EVENT_BYTES {
+            return Err(Error::TooLarge { field: "properties".into(), size: bytes, limit: MAX_EVENT_BYTES });
+        }
+        let id = event.id.clone();
+        Ok(Tracked::Queued { id, push: self.outbox.push(event, bytes, now) })
+    }
+
+    /// The current session id, rotated after `session_timeout_ms` without events.
+    fn touch_session(&mut self, now: i64, env: &mut dyn Env) -> String {
+        let timeout = self.config.session_timeout_ms as i64;
+        match &mut self.identity.session {
+            Some(s) if now - s.last_seen <= timeout && now >= s.last_seen - timeout => s.last_seen = s.last_seen.max(now),
+            slot => {
+                *slot = Some(Session { id: env.uuid_v7(), last_seen: now });
+                self.dirty = true;
+            }
+        }
+        self.identity.session.as_ref().expect("just set").id.clone()
+    }
+}
+
+fn new_anonymous_id(env: &mut dyn Env) -> String {
+    let mut random = [0u8; 16];
+    env.fill_random(&mut random);
+    uuid::Builder::from_random_bytes(random).into_uuid().to_string()
+}
+
+fn properties_object(v: Value) -> Result<Map<String, Value>, Error> {
+    match v {
+        Value::Object(map) => Ok(map),
+        Value::Null => Ok(Map::new()),
+        other => Err(Error::invalid("", format!("must be an object, got {}", describe(&other)))),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::wire::{Library, Page, Screen};
+    use serde_json::json;
+
+    /// A frozen clock and a counting "random" source.
+    pub struct FakeEnv {
+        pub now: i64,
+        pub seed: u8,
+    }
+
+    impl Env for FakeEnv {
+        fn now_ms(&self) -> i64 {
+            self.now
+        }
+        fn fill_random(&mut self, buf: &mut [u8]) {
+            for b in buf {
+                self.seed = self.seed.wrapping_add(1);
+                *b = self.seed;
+            }
+        }
+    }
+
+    fn tracker(env: &mut FakeEnv) -> Tracker {
+        let config = Config::from_options(&json!({"endpoint": "https://relay.example.com/v1/batch", "writeKey": "pk_live_demo"})).unwrap();
+        Tracker::new(config, None, env)
+    }
+
+    fn context() -> Context {
+        Context {
+            page: Some(Page { url: "https://app.example.com/".into(), path: "/".into(), referrer: String::new(), title: "App".into() }),
+            user_agent: Some("test".into()),
+            locale: Some("de-DE".into()),
+            timezone: Some("Europe/Berlin".into()),
+            screen: Some(Screen { width: 1440, height: 900 }),
+            library: Some(Library::cuecast()),
+        }
+    }
+
+    fn sent_events(t: &mut Tracker, env: &mut FakeEnv) -> Vec<Event> {
+        let out = t.outbox.next_send(env.now, Some(env.now), &mut || "batch".into()).expect("something queued");
+        serde_json::from_str::<crate::wire::Batch>(&out.body).unwrap().events
+    }
+
+    #[test]
+    fn an_event_carries_ids_time_identity_and_context() {
+        let env = &mut FakeEnv { now: 1_796_397_410_001, seed: 0 };
+        let mut t = tracker(env);
+        t.identify(json!("user-42"), json!({"plan": "pro"}), context(), env).unwrap();
+        t.track("report.exported", json!({"format": "csv"}), context(), env).unwrap();
+        let events = sent_events(&mut t, env);
+        assert_eq!(events.len(), 2);
+        let (ident, e) = (&events[0], &events[1]);
+        assert_eq!((ident.event.as_str(), ident.traits["plan"].as_str()), ("user.identified", Some("pro")));
+        assert_eq!(e.event, "report.exported");
+        assert_eq!(e.timestamp, "2026-12-04T15:16:50.001Z");
+        assert_eq!(e.user_id.as_deref(), Some("user-42"));
+        assert_eq!(e.anonymous_id, ident.anonymous_id);
+        assert_eq!(e.session_id, ident.session_id);
+        assert_eq!(e.properties, json!({"format": "csv"}).as_object().unwrap().clone());
+        assert_eq!(e.context, context());
+        let id = uuid::Uuid::parse_str(&e.id).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        assert_ne!(e.id, ident.id);
+        for event in &events {
+            event.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn built_in_helpers_match_the_golden_fixture_properties() {
+        let env = &mut FakeEnv { now: 1_796_397_410_001, seed: 0 };
+        let mut t = tracker(env);
+        let golden: Event = serde_json::from_str(include_str!("../tests/fixtures/events/survey_submitted_nps.json")).unwrap();
+        t.track_built_in(
+            "survey.submitted",
+            json!({"surveyId": "nps-q3", "kind": "nps", "score": 9, "comment": "Love the new reports", "needsHelp": false}),
+            golden.context.clone(),
+            env,
+        )
+        .unwrap();
+        let e = sent_events(&mut t, env).remove(0);
+        assert_eq!((e.event.as_str(), &e.properties, &e.context), (golden.event.as_str(), &golden.properties, &golden.context));
+    }
+
+    #[test]
+    fn bad_input_queues_nothing_and_names_the_field() {
+        let env = &mut FakeEnv { now: 0, seed: 0 };
+        let mut t = tracker(env);
+        let cases: Vec<(Result<Tracked, Error>, &str)> = vec![
+            (t.track("", json!({}), context(), env), "event must be a non-empty string"),
+            (t.track("ok", json!([1]), context(), env), "properties must be an object, got an array"),
+            (t.track("ok", json!({"blob": "x".repeat(33_000)}), context(), env), "properties is too large"),
+            (t.track("survey.submitted", json!({"surveyId": "s", "kind": "nps", "score": 12}), context(), env), "properties.score must be"),
+            (t.track_built_in("shoutout.clicked", json!({"action": "cta"}), context(), env), "shoutoutId is required"),
+            (t.track_built_in("shoutout.clicked", json!("spring"), context(), env), "expects an object, got \"spring\""),
+            (t.identify(json!(""), json!({}), context(), env), "userId must be a non-empty string"),
+            (t.identify(json!({"id": 1}), json!({}), context(), env), "userId must be a non-empty string, got an object"),
+            (t.identify(json!("u"), json!("pro"), context(), env), "traits must be an object"),
+        ];
+        for (result, want) in cases {
+            let msg = result.unwrap_err().to_string();
+            assert!(msg.starts_with(want), "{msg:?} should start with {want:?}");
+        }
+        assert_eq!(t.outbox.pending(), 0);
+        assert_eq!(t.identity().user_id, None, "a rejected identify changes nothing");
+    }
+
+    #[test]
+    fn numeric_user_ids_become_strings() {
+        let env = &mut FakeEnv { now: 0, seed: 0 };
+        let mut t = tracker(env);
+        t.identify(json!(42), Value::Null, context(), env).unwrap();
+        assert_eq!(t.identity().user_id.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn sessions_rotate_after_thirty_idle_minutes() {
+        let env = &mut FakeEnv { now: 1_000_000, seed: 0 };
+        let mut t = tracker(env);
+        let session_at = |t: &mut Tracker, env: &mut FakeEnv, now: i64| {
+            env.now = now;
+            t.track("tick", Value::Null, Context::default(), env).unwrap();
+            t.identity().session.clone().unwrap().id
+        };
+        let s1 = session_at(&mut t, env, 1_000_000);
+        assert_eq!(session_at(&mut t, env, 1_000_000 + 29 * 60_000), s1);
+        assert_eq!(session_at(&mut t, env, 1_000_000 + 58 * 60_000), s1, "activity extends the session");
+        let s2 = session_at(&mut t, env, 1_000_000 + 88 * 60_000 + 1);
+        assert_ne!(s2, s1, "30 minutes idle starts a new session");
+        let s3 = session_at(&mut t, env, 0);
+        assert_ne!(s3, s2, "a clock jumping back far starts a new session");
+    }
+
+    #[test]
+    fn identity_survives_a_reload_and_reset_forgets_it() {
+        let env = &mut FakeEnv { now: 5_000, seed: 0 };
+        let mut t = tracker(env);
+        t.identify(json!("user-42"), json!({"plan": "pro"}), context(), env).unwrap();
+        let stored = t.take_dirty_identity().cloned().unwrap();
+        assert!(t.take_dirty_identity().is_none(), "written once");
+        let reloaded = Tracker::new(t.config.clone(), Some(stored.clone()), env);
+        assert_eq!(reloaded.identity(), &stored);
+        t.reset(env);
+        let after = t.identity().clone();
+        assert_eq!((after.user_id, after.traits.len(), after.session), (None, 0, None));
+        assert_ne!(after.anonymous_id, stored.anonymous_id);
+        assert!(t.take_dirty_identity().is_some());
+    }
+
+    #[test]
+    fn opt_out_drops_waiting_events_and_tracks_nothing() {
+        let env = &mut FakeEnv { now: 0, seed: 0 };
+        let mut t = tracker(env);
+        t.track("a", Value::Null, Context::default(), env).unwrap();
+        t.track("b", Value::Null, Context::default(), env).unwrap();
+        assert_eq!(t.opt_out(), 2);
+        assert_eq!(t.track("c", Value::Null, Context::default(), env).unwrap(), Tracked::OptedOut);
+        assert!(t.identity().opted_out);
+        assert_eq!(t.outbox.take_report().dropped, 2);
+        t.opt_in();
+        assert!(matches!(t.track("d", Value::Null, Context::default(), env).unwrap(), Tracked::Queued { .. }));
+    }
+}
