@@ -24,4 +24,7 @@ pub mod time;
 pub mod tracker;
 pub mod wire;
 
+#[cfg(all(target_arch = "wasm32", feature = "browser"))]
+mod browser;
+
 pub use error::Error;

@@ -1,0 +1,373 @@
+//! The browser layer: the wasm-bindgen exports around one pure [`Tracker`].
+//!
+//! Everything here is IO: reading options and arguments from JavaScript,
+//! the page context, `localStorage`, timers, `fetch` and DOM listeners. The
+//! decisions (validation, batching, retries) are the pure modules'.
+
+mod capture;
+mod convert;
+mod page;
+mod transport;
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use gloo_timers::callback::Timeout;
+use js_sys::{Promise, Reflect};
+use serde_json::Value;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{future_to_promise, spawn_local};
+use web_sys::Window;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::events;
+use crate::outbox::{Answer, Outgoing, Push};
+use crate::retry::parse_retry_after;
+use crate::tracker::{Env, Tracked, Tracker};
+use capture::{Captured, Listeners};
+use page::{log, BrowserEnv, StaticContext, Store};
+
+/// Where the identity (anonymous id, user, session, opt-out) is kept.
+const IDENTITY_KEY: &str = "cuecast:v1:identity";
+/// How long one request may take before it counts as a network error.
+const REQUEST_TIMEOUT_MS: u32 = 10_000;
+
+/// A started SDK instance: what `await init({...})` resolves to.
+#[wasm_bindgen]
+pub struct Client {
+    inner: Rc<RefCell<Inner>>,
+}
+
+struct Inner {
+    tracker: Tracker,
+    env: BrowserEnv,
+    window: Window,
+    context: StaticContext,
+    store: Store,
+    /// The pending wake-up and when it fires.
+    timer: Option<(i64, Timeout)>,
+    /// A background send loop is running.
+    sending: bool,
+    /// Bumped on every answer; flushes wait on it while another loop's request is in flight.
+    answers: u64,
+    waiters: Vec<Waker>,
+    _listeners: Option<Listeners>,
+}
+
+/// Starts the SDK with `options` (see `index.d.ts`). Throws a `CuecastError`
+/// naming the field when an option is missing or wrong.
+#[wasm_bindgen]
+pub fn init(options: JsValue) -> Result<Client, JsValue> {
+    let fail = |e: Error| js_error("init", &e);
+    let window = web_sys::window().ok_or_else(|| fail(Error::invalid("", "needs a browser window")))?;
+    let mut options = convert::to_json(&options, "").map_err(fail)?;
+    // A relative endpoint ("/v1/batch") means the page's own origin.
+    if let Some(Value::String(endpoint)) = options.get_mut("endpoint") {
+        let base = window.location().href().unwrap_or_default();
+        if let Ok(url) = web_sys::Url::new_with_base(endpoint.trim(), &base) {
+            *endpoint = url.href();
+        }
+    }
+    let config = Config::from_options(&options).map_err(fail)?;
+    let mut env = BrowserEnv::new(&window);
+    let store = Store::open(&window);
+    let tracker = Tracker::new(config, store.load(IDENTITY_KEY), &mut env);
+    let debug = tracker.config.debug;
+    let auto_capture = tracker.config.auto_capture;
+    log(debug, &format!("ready: sending to {} (auto-capture {})", tracker.config.endpoint, if auto_capture { "on" } else { "off" }));
+    let inner = Rc::new(RefCell::new(Inner {
+        context: StaticContext::read(&window),
+        tracker,
+        env,
+        window,
+        store,
+        timer: None,
+        sending: false,
+        answers: 0,
+        waiters: Vec::new(),
+        _listeners: None,
+    }));
+    inner.borrow_mut().persist_identity();
+    if auto_capture {
+        if let Some(document) = inner.borrow().window.document() {
+            let weak = Rc::downgrade(&inner);
+            let listeners = Listeners::install(document, move |c| on_captured(&weak, c));
+            inner.borrow_mut()._listeners = Some(listeners);
+        }
+    }
+    Ok(Client { inner })
+}
+
+#[wasm_bindgen]
+impl Client {
+    /// `track(name, properties?)`: returns the new event's id, or `undefined`
+    /// when the user opted out.
+    pub fn track(&self, name: JsValue, properties: JsValue) -> Result<Option<String>, JsValue> {
+        let fail = |e: Error| js_error("track", &e);
+        let name = match name.as_string() {
+            Some(name) => name,
+            None => return Err(fail(Error::invalid("event", "must be a non-empty string"))),
+        };
+        let properties = convert::to_json(&properties, "properties").map_err(fail)?;
+        self.record("track", |t, ctx, env| t.track(&name, properties, ctx, env))
+    }
+
+    #[wasm_bindgen(js_name = shoutoutClicked)]
+    pub fn shoutout_clicked(&self, input: JsValue) -> Result<Option<String>, JsValue> {
+        self.built_in("shoutoutClicked", events::SHOUTOUT_CLICKED, input)
+    }
+
+    #[wasm_bindgen(js_name = surveySubmitted)]
+    pub fn survey_submitted(&self, input: JsValue) -> Result<Option<String>, JsValue> {
+        self.built_in("surveySubmitted", events::SURVEY_SUBMITTED, input)
+    }
+
+    #[wasm_bindgen(js_name = onboardingTaskCompleted)]
+    pub fn onboarding_task_completed(&self, input: JsValue) -> Result<Option<String>, JsValue> {
+        self.built_in("onboardingTaskCompleted", events::ONBOARDING_TASK_COMPLETED, input)
+    }
+
+    #[wasm_bindgen(js_name = walkthruGoalReached)]
+    pub fn walkthru_goal_reached(&self, input: JsValue) -> Result<Option<String>, JsValue> {
+        self.built_in("walkthruGoalReached", events::WALKTHRU_GOAL_REACHED, input)
+    }
+
+    /// `identify(userId, traits?)`: later events carry `userId`; sends `user.identified`.
+    pub fn identify(&self, user_id: JsValue, traits: JsValue) -> Result<Option<String>, JsValue> {
+        let fail = |e: Error| js_error("identify", &e);
+        let user_id = convert::to_json(&user_id, "userId").map_err(fail)?;
+        let traits = convert::to_json(&traits, "traits").map_err(fail)?;
+        self.record("identify", |t, ctx, env| t.identify(user_id, traits, ctx, env))
+    }
+
+    /// Forgets the user (call on logout).
+    pub fn reset(&self) {
+        let mut inner = self.inner.borrow_mut();
+        let Inner { tracker, env, .. } = &mut *inner;
+        tracker.reset(env);
+        inner.persist_identity();
+        log(inner.tracker.config.debug, "reset: new anonymous id, user forgotten");
+    }
+
+    /// Stops tracking and drops waiting events; remembered across page loads.
+    #[wasm_bindgen(js_name = optOut)]
+    pub fn opt_out(&self) {
+        let mut inner = self.inner.borrow_mut();
+        let dropped = inner.tracker.opt_out();
+        inner.persist_identity();
+        log(inner.tracker.config.debug, &format!("opted out: {dropped} waiting events dropped"));
+    }
+
+    #[wasm_bindgen(js_name = optIn)]
+    pub fn opt_in(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.tracker.opt_in();
+        inner.persist_identity();
+    }
+
+    /// Sends everything queued now. Resolves with `{sent, failed, pending, dropped}`
+    /// counted since the previous `flush()`.
+    pub fn flush(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let since = inner.borrow().env.now_ms();
+            send_loop(inner.clone(), Some(since)).await;
+            let mut state = inner.borrow_mut();
+            let report = state.tracker.outbox.take_report();
+            log(state.tracker.config.debug, &format!("flush: {report:?}"));
+            serde_wasm_bindgen::to_value(&report).map_err(JsValue::from)
+        })
+    }
+}
+
+impl Client {
+    fn built_in(&self, method: &str, name: &str, input: JsValue) -> Result<Option<String>, JsValue> {
+        let input = convert::to_json(&input, "").map_err(|e| js_error(method, &e))?;
+        self.record(method, |t, ctx, env| t.track_built_in(name, input, ctx, env))
+    }
+
+    fn record(
+        &self,
+        method: &str,
+        call: impl FnOnce(&mut Tracker, crate::wire::Context, &mut BrowserEnv) -> Result<Tracked, Error>,
+    ) -> Result<Option<String>, JsValue> {
+        let tracked = {
+            let mut inner = self.inner.borrow_mut();
+            let Inner { tracker, env, window, context, .. } = &mut *inner;
+            let tracked = call(tracker, context.context(window), env).map_err(|e| js_error(method, &e))?;
+            inner.persist_identity();
+            tracked
+        };
+        Ok(after_track(&self.inner, tracked))
+    }
+}
+
+/// Schedules sending after an event was queued; returns its id.
+fn after_track(rc: &Rc<RefCell<Inner>>, tracked: Tracked) -> Option<String> {
+    let Tracked::Queued { id, push } = tracked else {
+        log(rc.borrow().tracker.config.debug, "opted out: event not tracked");
+        return None;
+    };
+    let mut inner = rc.borrow_mut();
+    if inner.tracker.config.debug {
+        log(true, &format!("queued {id} ({} waiting)", inner.tracker.outbox.pending()));
+    }
+    match push {
+        Push::SendNow if !inner.sending && !inner.tracker.outbox.in_flight() => {
+            inner.sending = true;
+            drop(inner);
+            spawn_local(send_loop(rc.clone(), None));
+        }
+        Push::SendNow => {}
+        Push::SendAt(at) => {
+            drop(inner);
+            schedule(rc, at);
+        }
+    }
+    Some(id)
+}
+
+fn on_captured(weak: &Weak<RefCell<Inner>>, captured: Captured) {
+    let Some(rc) = weak.upgrade() else { return };
+    let Ok(mut inner) = rc.try_borrow_mut() else { return };
+    let Inner { tracker, env, window, context, .. } = &mut *inner;
+    match tracker.track_built_in(captured.event, captured.properties, context.context(window), env) {
+        Ok(tracked) => {
+            inner.persist_identity();
+            drop(inner);
+            after_track(&rc, tracked);
+        }
+        // Auto-capture must never throw into the page; a misconfigured
+        // element is worth a warning even without debug.
+        Err(e) => web_sys::console::warn_1(&format!("[cuecast] auto-capture skipped {}: {e}", captured.event).into()),
+    }
+}
+
+/// Sends batches until nothing is due. `flush_since` marks an explicit flush,
+/// which also waits for a request another loop has in flight.
+async fn send_loop(rc: Rc<RefCell<Inner>>, flush_since: Option<i64>) {
+    loop {
+        let next = {
+            let mut inner = rc.borrow_mut();
+            let Inner { tracker, env, .. } = &mut *inner;
+            let now = env.now_ms();
+            let mut ids = Vec::with_capacity(1);
+            ids.push(env.uuid_v7());
+            let out = tracker.outbox.next_send(now, flush_since, &mut || ids.pop().unwrap_or_default());
+            out.map(|o| (o, tracker.config.endpoint.clone(), tracker.config.debug))
+        };
+        let Some((out, endpoint, debug)) = next else {
+            let waiting = flush_since.is_some() && rc.borrow().tracker.outbox.in_flight();
+            if waiting {
+                let seen = rc.borrow().answers;
+                NextAnswer { rc: rc.clone(), seen }.await;
+                continue;
+            }
+            break;
+        };
+        log(debug, &format!("sending batch {} ({} events, attempt {})", out.batch_id, out.events, out.attempt));
+        let reply = transport::post(&endpoint, out.body.clone(), REQUEST_TIMEOUT_MS).await;
+        on_reply(&rc, &out, reply);
+    }
+    if flush_since.is_none() {
+        rc.borrow_mut().sending = false;
+    }
+    reschedule(&rc);
+}
+
+fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {
+    let mut inner = rc.borrow_mut();
+    let Inner { tracker, env, .. } = &mut *inner;
+    let now = env.now_ms();
+    let retry_after = reply.retry_after.as_deref().and_then(|v| parse_retry_after(v, now));
+    let unit = env.unit();
+    let mut fresh = vec![env.uuid_v7(), env.uuid_v7()];
+    let answer = tracker.outbox.on_answer(&out.batch_id, reply.status, retry_after, now, unit, &mut || fresh.pop().unwrap_or_default());
+    let debug = tracker.config.debug;
+    let status = reply.status.map_or("network error".to_string(), |s| s.to_string());
+    match answer {
+        Answer::Delivered { events } => log(debug, &format!("delivered batch {} ({events} events)", out.batch_id)),
+        Answer::RetryAt { at, attempt } => log(
+            debug,
+            &format!("batch {} got {status}; retry {} in {} ms", out.batch_id, attempt + 1, at - now),
+        ),
+        Answer::Split => log(debug, &format!("batch {} too large (413): split in halves", out.batch_id)),
+        Answer::Failed { events, why } => log(debug, &format!("dropped batch {} ({events} events): {why}", out.batch_id)),
+        Answer::Unknown => {}
+    }
+    inner.answers += 1;
+    for waker in inner.waiters.drain(..) {
+        waker.wake();
+    }
+}
+
+/// Makes sure a wake-up is set for the outbox's next due time.
+fn reschedule(rc: &Rc<RefCell<Inner>>) {
+    let wake = rc.borrow().tracker.outbox.next_wakeup();
+    match wake {
+        Some(at) => schedule(rc, at),
+        None => rc.borrow_mut().timer = None,
+    }
+}
+
+fn schedule(rc: &Rc<RefCell<Inner>>, at: i64) {
+    let mut inner = rc.borrow_mut();
+    if inner.timer.as_ref().is_some_and(|(t, _)| *t == at) {
+        return;
+    }
+    let delay = (at.saturating_sub(inner.env.now_ms())).clamp(0, i64::from(i32::MAX)) as u32;
+    let weak = Rc::downgrade(rc);
+    let timeout = Timeout::new(delay, move || {
+        let Some(rc) = weak.upgrade() else { return };
+        let mut inner = rc.borrow_mut();
+        inner.timer = None;
+        if inner.sending {
+            return;
+        }
+        inner.sending = true;
+        drop(inner);
+        spawn_local(send_loop(rc, None));
+    });
+    inner.timer = Some((at, timeout));
+}
+
+/// Resolves when the next answer (from any send loop) has been recorded.
+struct NextAnswer {
+    rc: Rc<RefCell<Inner>>,
+    seen: u64,
+}
+
+impl Future for NextAnswer {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let mut inner = self.rc.borrow_mut();
+        if inner.answers != self.seen {
+            return Poll::Ready(());
+        }
+        inner.waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Inner {
+    fn persist_identity(&mut self) {
+        if let Some(identity) = self.tracker.take_dirty_identity() {
+            if !self.store.save(IDENTITY_KEY, identity) {
+                log(self.tracker.config.debug, "could not store the identity (storage unavailable); it lasts for this page only");
+            }
+        }
+    }
+}
+
+/// A JS `Error` named `CuecastError` with `code` and `field` properties.
+fn js_error(method: &str, e: &Error) -> JsValue {
+    let err = js_sys::Error::new(&format!("cuecast.{method}: {e}"));
+    err.set_name("CuecastError");
+    let _ = Reflect::set(&err, &"code".into(), &e.code().into());
+    let _ = Reflect::set(&err, &"field".into(), &e.field().into());
+    err.into()
+}

@@ -1,0 +1,111 @@
+//! What the page can tell us: the clock, randomness, storage and context.
+
+use serde::{de::DeserializeOwned, Serialize};
+use wasm_bindgen::JsValue;
+use web_sys::{Storage, Window};
+
+use crate::tracker::Env;
+use crate::wire::{Context, Library, Page, Screen};
+
+/// The browser's clock and `crypto.getRandomValues`.
+pub struct BrowserEnv {
+    crypto: Option<web_sys::Crypto>,
+}
+
+impl BrowserEnv {
+    pub fn new(window: &Window) -> Self {
+        BrowserEnv { crypto: window.crypto().ok() }
+    }
+}
+
+impl Env for BrowserEnv {
+    fn now_ms(&self) -> i64 {
+        js_sys::Date::now() as i64
+    }
+
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        let filled = self.crypto.as_ref().is_some_and(|c| c.get_random_values_with_u8_array(buf).is_ok());
+        if !filled {
+            // No Web Crypto (very old browsers, some sandboxed frames): ids stay
+            // unique, just less unpredictable.
+            for b in buf.iter_mut() {
+                *b = (js_sys::Math::random() * 256.0) as u8;
+            }
+        }
+    }
+}
+
+/// The parts of the context that do not change while the page lives.
+pub struct StaticContext {
+    user_agent: Option<String>,
+    locale: Option<String>,
+    timezone: Option<String>,
+    screen: Option<Screen>,
+}
+
+impl StaticContext {
+    pub fn read(window: &Window) -> Self {
+        let navigator = window.navigator();
+        let resolved = js_sys::Intl::DateTimeFormat::new(&js_sys::Array::new(), &js_sys::Object::new()).resolved_options();
+        let timezone = js_sys::Reflect::get(&resolved, &"timeZone".into()).ok().and_then(|v| v.as_string());
+        let screen = window.screen().ok().and_then(|s| {
+            Some(Screen { width: s.width().ok()?.max(0) as u32, height: s.height().ok()?.max(0) as u32 })
+        });
+        StaticContext {
+            user_agent: navigator.user_agent().ok(),
+            locale: navigator.language(),
+            timezone,
+            screen,
+        }
+    }
+
+    /// The full context of an event tracked now: the page may have changed
+    /// (single-page apps), so it is read every time.
+    pub fn context(&self, window: &Window) -> Context {
+        let location = window.location();
+        let document = window.document();
+        Context {
+            page: Some(Page {
+                url: location.href().unwrap_or_default(),
+                path: location.pathname().unwrap_or_default(),
+                referrer: document.as_ref().map(|d| d.referrer()).unwrap_or_default(),
+                title: document.as_ref().map(|d| d.title()).unwrap_or_default(),
+            }),
+            user_agent: self.user_agent.clone(),
+            locale: self.locale.clone(),
+            timezone: self.timezone.clone(),
+            screen: self.screen,
+            library: Some(Library::cuecast()),
+        }
+    }
+}
+
+/// `localStorage`, or nothing: it throws in some private modes and sandboxed
+/// frames, and a full quota must never throw into the host page.
+pub struct Store {
+    storage: Option<Storage>,
+}
+
+impl Store {
+    pub fn open(window: &Window) -> Self {
+        Store { storage: window.local_storage().ok().flatten() }
+    }
+
+    pub fn load<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let raw = self.storage.as_ref()?.get_item(key).ok()??;
+        serde_json::from_str(&raw).ok()
+    }
+
+    /// Returns false when the value could not be stored (quota, disabled).
+    pub fn save<T: Serialize>(&self, key: &str, value: &T) -> bool {
+        let (Some(storage), Ok(raw)) = (&self.storage, serde_json::to_string(value)) else { return false };
+        storage.set_item(key, &raw).is_ok()
+    }
+}
+
+/// Logs to the console when `debug` is on.
+pub fn log(debug: bool, message: &str) {
+    if debug {
+        web_sys::console::log_2(&JsValue::from_str("[cuecast]"), &JsValue::from_str(message));
+    }
+}
