@@ -92,8 +92,9 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         _listeners: None,
     }));
     inner.borrow_mut().persist_identity();
+    let document = inner.borrow().window.document();
     if auto_capture {
-        if let Some(document) = inner.borrow().window.document() {
+        if let Some(document) = document {
             let weak = Rc::downgrade(&inner);
             let listeners = Listeners::install(document, move |c| on_captured(&weak, c));
             inner.borrow_mut()._listeners = Some(listeners);

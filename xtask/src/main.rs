@@ -1,1 +1,115 @@
-fn main(){}
+//! Build orchestration for cuecast: `cargo xtask <command>`.
+//!
+//! # Layout
+//! - `main.rs`: command dispatch and the small process helpers.
+//! - `setup.rs`: installs what is missing (wasm target, wasm-bindgen CLI
+//!   matching Cargo.lock, Debian's Chromium, the npm tools).
+//! - `pkg.rs`: builds the npm package into `pkg/` (cargo → wasm-bindgen →
+//!   wasm-opt → `pkg-template/`).
+//!
+//! Every command installs what it needs first, so each works on a fresh
+//! machine of this kind.
+
+mod pkg;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  build          build the npm package into pkg/ (cargo, wasm-bindgen, wasm-opt)
+  test           the whole suite: host tests, then the packed npm package in headless Chromium
+  demo           run the demo: relay or receiver, plus the demo page on http://127.0.0.1:8080
+  bench [--quick] measure size and speed; writes target/bench/bench.json
+  setup          install what is missing (also done by every command above)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("build") => setup::all().and_then(|tools| pkg::build(&tools)).map(|_| ()),
+        Some("test") => test(),
+        Some("demo") => demo(),
+        Some("bench") => bench(args.iter().any(|a| a == "--quick")),
+        Some("setup") => setup::all().map(|_| ()),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn test() -> Result {
+    let tools = setup::all()?;
+    step("host tests (cargo test --workspace)");
+    run(Command::new(cargo()).args(["test", "--workspace"]).current_dir(root()))?;
+    let tarball = pkg::build(&tools)?;
+    pkg::install_for_tests(&tarball)?;
+    step("browser tests (node --test, headless Chromium)");
+    run(node_tests(&tools, "tests/browser").current_dir(root()))
+}
+
+fn demo() -> Result {
+    let tools = setup::all()?;
+    pkg::build(&tools)?;
+    step("demo on http://127.0.0.1:8080 (Ctrl-C stops)");
+    run(Command::new("node").arg("examples/demo/serve.mjs").current_dir(root()))
+}
+
+fn bench(quick: bool) -> Result {
+    let tools = setup::all()?;
+    let tarball = pkg::build(&tools)?;
+    pkg::install_for_tests(&tarball)?;
+    step("SDK benchmarks (size, main-thread cost in headless Chromium)");
+    let mut cmd = Command::new("node");
+    cmd.arg("tests/browser/bench/sdk.mjs").env("CHROMIUM", &tools.chromium).current_dir(root());
+    if quick {
+        cmd.arg("--quick");
+    }
+    run(&mut cmd)
+}
+
+fn node_tests(tools: &setup::Tools, dir: &str) -> Command {
+    let mut cmd = Command::new("node");
+    cmd.args(["--test", "--test-concurrency=1", "--test-reporter=spec"]).arg(dir).env("CHROMIUM", &tools.chromium);
+    cmd
+}
+
+/// The repository root (the xtask crate lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the repository").to_path_buf()
+}
+
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+pub fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}
+
+/// Runs a command, failing with its command line when it does not succeed.
+pub fn run(cmd: &mut Command) -> Result {
+    let status = cmd.status().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed ({status})"))
+    }
+}
+
+/// Runs a command and returns its standard output, or `None` if it cannot run or fails.
+pub fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}

@@ -1,0 +1,67 @@
+//! The npm package: `pkg/` = wasm-bindgen's output, optimised by wasm-opt,
+//! plus `pkg-template/` (package.json, the `index.js` entry, types, README).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::setup::Tools;
+use crate::{cargo, output, root, run, step, Result};
+
+/// Builds `pkg/` and packs it; returns the tarball's path.
+pub fn build(tools: &Tools) -> Result<PathBuf> {
+    let root = root();
+    step("building the SDK for wasm32 (release)");
+    run(Command::new(cargo())
+        .args(["build", "--release", "--lib", "-p", "cuecast", "--target", "wasm32-unknown-unknown"])
+        .current_dir(&root))?;
+    let pkg = root.join("pkg");
+    let _ = std::fs::remove_dir_all(&pkg);
+    step("wasm-bindgen --target web");
+    run(Command::new(&tools.wasm_bindgen)
+        .args(["--target", "web", "--no-typescript", "--out-dir"])
+        .arg(&pkg)
+        .arg(root.join("target/wasm32-unknown-unknown/release/cuecast.wasm")))?;
+    step("wasm-opt -Oz");
+    let wasm = pkg.join("cuecast_bg.wasm");
+    // The features rustc enables by default for wasm32 must be enabled here too.
+    run(Command::new(&tools.wasm_opt)
+        .args(["-Oz", "--enable-bulk-memory", "--enable-nontrapping-float-to-int", "--enable-sign-ext"])
+        .args(["--enable-reference-types", "--enable-mutable-globals", "--enable-multivalue"])
+        .arg(&wasm)
+        .arg("-o")
+        .arg(&wasm))?;
+    for entry in std::fs::read_dir(root.join("pkg-template")).map_err(|e| format!("pkg-template: {e}"))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        std::fs::copy(entry.path(), pkg.join(entry.file_name())).map_err(|e| format!("{:?}: {e}", entry.path()))?;
+    }
+    check_versions(&pkg)?;
+    let out = root.join("target/npm");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let name = output(Command::new("npm").args(["pack", "--silent", "--pack-destination"]).arg(&out).arg(&pkg))
+        .ok_or("npm pack failed")?;
+    let tarball = out.join(name.lines().last().unwrap_or_default());
+    eprintln!("packed {}", tarball.display());
+    Ok(tarball)
+}
+
+/// package.json's version must be the crate's: the SDK reports the crate's
+/// version in every event's `context.library`.
+fn check_versions(pkg: &std::path::Path) -> Result {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).map_err(|e| e.to_string())?;
+    let crate_version = manifest.lines().find_map(|l| l.strip_prefix("version = \"")?.strip_suffix('"')).ok_or("no version")?;
+    let package = std::fs::read_to_string(pkg.join("package.json")).map_err(|e| e.to_string())?;
+    if !package.contains(&format!("\"version\": \"{crate_version}\"")) {
+        return Err(format!("pkg-template/package.json's version differs from the crate's ({crate_version})"));
+    }
+    Ok(())
+}
+
+/// Installs the packed package into `tests/browser/node_modules`, as a user
+/// would, so the browser tests load exactly what would be published.
+pub fn install_for_tests(tarball: &std::path::Path) -> Result {
+    step("installing the packed package for the browser tests");
+    run(Command::new("npm")
+        .args(["install", "--no-save", "--no-audit", "--no-fund", "--no-package-lock"])
+        .arg(tarball)
+        .current_dir(root().join("tests/browser")))
+}

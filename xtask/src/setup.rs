@@ -1,0 +1,88 @@
+//! Installs what the build and the tests need, skipping what is there.
+//! The facts behind each step (versions that work here, what breaks) are in
+//! the README's "Toolchain" section.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::{cargo, output, root, run, step, Result};
+
+/// Paths of the tools the other commands call.
+pub struct Tools {
+    pub wasm_bindgen: PathBuf,
+    pub wasm_opt: PathBuf,
+    pub chromium: PathBuf,
+}
+
+pub fn all() -> Result<Tools> {
+    wasm_target()?;
+    let wasm_bindgen = wasm_bindgen_cli()?;
+    let chromium = chromium()?;
+    npm_tools()?;
+    Ok(Tools { wasm_bindgen, wasm_opt: root().join("tests/browser/node_modules/.bin/wasm-opt"), chromium })
+}
+
+fn wasm_target() -> Result {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if installed.lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
+        return Ok(());
+    }
+    step("installing the wasm32-unknown-unknown target");
+    run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
+}
+
+/// The CLI must match the `wasm-bindgen` crate in Cargo.lock exactly.
+/// Installed without `--locked`: its published lockfile pins a crate version
+/// the registry here does not carry.
+fn wasm_bindgen_cli() -> Result<PathBuf> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).map_err(|e| format!("Cargo.lock: {e}"))?;
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"wasm-bindgen\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")?.strip_suffix('"').map(str::to_string)))
+        .ok_or("Cargo.lock has no wasm-bindgen package")?;
+    let cargo_home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+    let bin = cargo_home.join("bin/wasm-bindgen");
+    let have = output(Command::new(&bin).arg("--version")).unwrap_or_default();
+    if have.split_whitespace().nth(1) == Some(version.as_str()) {
+        return Ok(bin);
+    }
+    step(&format!("installing wasm-bindgen-cli {version} (about 3 minutes)"));
+    run(Command::new(cargo()).args(["install", "wasm-bindgen-cli", "--force", "--version"]).arg(format!("={version}")))?;
+    Ok(bin)
+}
+
+/// Debian's Chromium: the npm browsers download from the internet, which is closed here.
+fn chromium() -> Result<PathBuf> {
+    let path = PathBuf::from("/usr/bin/chromium");
+    if path.exists() {
+        return Ok(path);
+    }
+    step("installing Debian's chromium");
+    let sudo = output(Command::new("id").arg("-u")).is_some_and(|uid| uid != "0");
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new(if sudo { "sudo" } else { "apt-get" });
+        if sudo {
+            cmd.arg("apt-get");
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut cmd)
+    };
+    apt(&["update"])?;
+    apt(&["install", "-y", "--no-install-recommends", "chromium"])?;
+    Ok(path)
+}
+
+/// playwright-core (drives Debian's Chromium; downloads no browser) and
+/// binaryen's wasm-opt 132 (Debian's 108 produces modules that fail in Chromium).
+fn npm_tools() -> Result {
+    let dir = root().join("tests/browser");
+    let ready = ["playwright-core", "binaryen"].iter().all(|p| dir.join("node_modules").join(p).join("package.json").exists());
+    if ready {
+        return Ok(());
+    }
+    step("installing npm tools (playwright-core, binaryen)");
+    run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir))
+}
