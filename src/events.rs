@@ -198,7 +198,9 @@ pub(crate) fn describe(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
+        // serde_json's own number formatting: `Display` for f64 would pull
+        // ~20 KB of float-printing code into the browser bundle.
+        Value::Number(n) => serde_json::to_string(n).unwrap_or_default(),
         Value::String(s) if s.chars().count() > 40 => "a long string".into(),
         Value::String(s) => format!("{s:?}"),
         Value::Array(_) => "an array".into(),

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, ENVELOPE_BYTES};
 use crate::retry::{classify, RetryPolicy, Verdict};
 use crate::time::format_millis;
-use crate::wire::{Batch, Event, Library, VERSION};
+use crate::wire::{Library, VERSION};
 
 /// What happened to the events since the last [`Outbox::take_report`]
 /// (what `flush()` resolves with).
@@ -64,10 +64,11 @@ pub enum Answer {
     Unknown,
 }
 
+/// An event as it will be sent: serialised once when tracked, so batching,
+/// resending and (later) persisting never re-serialise or parse it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Queued {
-    event: Event,
-    bytes: usize,
+    json: String,
     queued_at: i64,
 }
 
@@ -81,7 +82,9 @@ enum State {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Formed {
-    batch: Batch,
+    batch_id: String,
+    attempt: u32,
+    events: Vec<Queued>,
     first_sent_at: Option<i64>,
     last_sent_at: i64,
     state: State,
@@ -133,12 +136,13 @@ impl Outbox {
         }
     }
 
-    /// Queues an event of `bytes` serialised bytes. When the outbox is full
-    /// the oldest waiting event is dropped (and counted) to make room.
-    pub fn push(&mut self, event: Event, bytes: usize, now: i64) -> Push {
+    /// Queues an event given as its JSON (see [`crate::wire::Event`]). When
+    /// the outbox is full the oldest waiting event is dropped (and counted)
+    /// to make room.
+    pub fn push(&mut self, event_json: String, now: i64) -> Push {
         while self.pending() >= self.limits.max_queue_events && self.drop_oldest() {}
-        self.queued_bytes += bytes + 1;
-        self.queue.push_back(Queued { event, bytes, queued_at: now });
+        self.queued_bytes += event_json.len() + 1;
+        self.queue.push_back(Queued { json: event_json, queued_at: now });
         if self.queue.len() >= self.limits.flush_at || self.queued_bytes + ENVELOPE_BYTES >= self.limits.max_batch_bytes {
             Push::SendNow
         } else {
@@ -150,10 +154,10 @@ impl Outbox {
         // Never touch the batch in flight: its answer is on its way.
         let waiting = self.batches.iter_mut().find(|b| b.state != State::InFlight);
         if let Some(formed) = waiting {
-            formed.batch.events.remove(0);
-            self.batches.retain(|b| !b.batch.events.is_empty());
+            formed.events.remove(0);
+            self.batches.retain(|b| !b.events.is_empty());
         } else if let Some(q) = self.queue.pop_front() {
-            self.queued_bytes -= q.bytes + 1;
+            self.queued_bytes -= q.json.len() + 1;
         } else {
             return false;
         }
@@ -168,8 +172,15 @@ impl Outbox {
     /// asked for. `new_id` makes batch ids.
     pub fn next_send(&mut self, now: i64, flush_since: Option<i64>, new_id: &mut dyn FnMut() -> String) -> Option<Outgoing> {
         if self.batches.is_empty() && self.due(now, flush_since.is_some()) {
-            let batch = self.form_batch(new_id());
-            self.batches.push_back(Formed { batch, first_sent_at: None, last_sent_at: i64::MIN, state: State::Ready });
+            let events = self.take_batch_events();
+            self.batches.push_back(Formed {
+                batch_id: new_id(),
+                attempt: 0,
+                events,
+                first_sent_at: None,
+                last_sent_at: i64::MIN,
+                state: State::Ready,
+            });
         }
         let front = self.batches.front_mut()?;
         match front.state {
@@ -183,15 +194,14 @@ impl Outbox {
             _ => {}
         }
         front.state = State::InFlight;
-        front.batch.attempt += 1;
-        front.batch.sent_at = format_millis(now);
+        front.attempt += 1;
         front.first_sent_at.get_or_insert(now);
         front.last_sent_at = now;
         Some(Outgoing {
-            batch_id: front.batch.batch_id.clone(),
-            attempt: front.batch.attempt,
-            events: front.batch.events.len(),
-            body: serde_json::to_string(&front.batch).expect("batches serialise"),
+            batch_id: front.batch_id.clone(),
+            attempt: front.attempt,
+            events: front.events.len(),
+            body: body(&self.write_key, front, now),
         })
     }
 
@@ -203,27 +213,19 @@ impl Outbox {
             || now >= first.queued_at + self.limits.flush_interval_ms as i64
     }
 
-    fn form_batch(&mut self, batch_id: String) -> Batch {
+    fn take_batch_events(&mut self) -> Vec<Queued> {
         let mut events = Vec::new();
         let mut bytes = ENVELOPE_BYTES;
         while let Some(next) = self.queue.front() {
-            if events.len() == self.limits.flush_at || (!events.is_empty() && bytes + next.bytes + 1 > self.limits.max_batch_bytes) {
+            let size = next.json.len() + 1;
+            if events.len() == self.limits.flush_at || (!events.is_empty() && bytes + size > self.limits.max_batch_bytes) {
                 break;
             }
-            let q = self.queue.pop_front().expect("front exists");
-            bytes += q.bytes + 1;
-            self.queued_bytes -= q.bytes + 1;
-            events.push(q.event);
+            bytes += size;
+            self.queued_bytes -= size;
+            events.extend(self.queue.pop_front());
         }
-        Batch {
-            v: VERSION,
-            write_key: self.write_key.clone(),
-            batch_id,
-            sent_at: String::new(),
-            attempt: 0,
-            sdk: Library::cuecast(),
-            events,
-        }
+        events
     }
 
     /// Records the relay's answer to batch `batch_id`: `status` is `None` for a
@@ -239,10 +241,10 @@ impl Outbox {
         new_id: &mut dyn FnMut() -> String,
     ) -> Answer {
         let Some(front) = self.batches.front_mut() else { return Answer::Unknown };
-        if front.batch.batch_id != batch_id || front.state != State::InFlight {
+        if front.batch_id != batch_id || front.state != State::InFlight {
             return Answer::Unknown;
         }
-        let events = front.batch.events.len();
+        let events = front.events.len();
         match classify(status) {
             Verdict::Delivered => {
                 self.batches.pop_front();
@@ -250,7 +252,7 @@ impl Outbox {
                 Answer::Delivered { events }
             }
             Verdict::Retry => {
-                let attempt = front.batch.attempt;
+                let attempt = front.attempt;
                 // Only 429 and 503 carry a Retry-After we must honour.
                 let hint = retry_after_ms.filter(|_| matches!(status, Some(429 | 503)));
                 let at = now + self.limits.retry.delay_ms(attempt, hint, unit) as i64;
@@ -263,14 +265,14 @@ impl Outbox {
             }
             Verdict::Split if events > 1 => {
                 let mut formed = self.batches.pop_front().expect("front exists");
-                let mut first_half = std::mem::take(&mut formed.batch.events);
-                let second_half = first_half.split_off(events / 2);
+                let second_half = formed.events.split_off(events / 2);
                 // Each half is a new batch (new id, attempt 0) but keeps the
                 // original first send time, so max age still counts from it.
-                for half in [second_half, first_half] {
-                    let batch = Batch { batch_id: new_id(), events: half, attempt: 0, ..formed.batch.clone() };
+                for half in [second_half, formed.events] {
                     self.batches.push_front(Formed {
-                        batch,
+                        batch_id: new_id(),
+                        attempt: 0,
+                        events: half,
                         first_sent_at: formed.first_sent_at,
                         last_sent_at: i64::MIN,
                         state: State::Ready,
@@ -285,7 +287,7 @@ impl Outbox {
 
     fn fail(&mut self, why: String) -> Answer {
         let formed = self.batches.pop_front().expect("front exists");
-        let events = formed.batch.events.len();
+        let events = formed.events.len();
         self.report.failed += events as u64;
         Answer::Failed { events, why }
     }
@@ -308,7 +310,7 @@ impl Outbox {
 
     /// Events not yet acknowledged, refused or dropped.
     pub fn pending(&self) -> usize {
-        self.queue.len() + self.batches.iter().map(|b| b.batch.events.len()).sum::<usize>()
+        self.queue.len() + self.batches.iter().map(|b| b.events.len()).sum::<usize>()
     }
 
     /// Drops everything not in flight (opt-out), counting it as dropped.
@@ -328,21 +330,50 @@ impl Outbox {
     }
 }
 
+/// The request body: the wire [`crate::wire::Batch`] envelope around the
+/// already serialised events. Assembled by hand so the browser build carries
+/// no second serialiser; the tests decode it with the shared wire types.
+fn body(write_key: &str, formed: &Formed, now: i64) -> String {
+    let size = ENVELOPE_BYTES + formed.events.iter().map(|e| e.json.len() + 1).sum::<usize>();
+    let mut out = String::with_capacity(size);
+    out.push_str("{\"v\":");
+    out.push_str(&VERSION.to_string());
+    out.push_str(",\"writeKey\":");
+    out.push_str(&serde_json::to_string(write_key).unwrap_or_default());
+    out.push_str(",\"batchId\":");
+    out.push_str(&serde_json::to_string(&formed.batch_id).unwrap_or_default());
+    out.push_str(",\"sentAt\":\"");
+    out.push_str(&format_millis(now));
+    out.push_str("\",\"attempt\":");
+    out.push_str(&formed.attempt.to_string());
+    out.push_str(",\"sdk\":");
+    out.push_str(&serde_json::to_string(&Library::cuecast()).unwrap_or_default());
+    out.push_str(",\"events\":[");
+    for (i, event) in formed.events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&event.json);
+    }
+    out.push_str("]}");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{Batch, Event};
     use serde_json::Value;
 
     fn limits() -> Limits {
         Limits { flush_at: 20, flush_interval_ms: 5000, max_batch_bytes: 48 * 1024, max_queue_events: 1000, retry: RetryPolicy::default() }
     }
 
-    fn event(n: usize, pad: usize) -> (Event, usize) {
+    fn event(n: usize, pad: usize) -> String {
         let mut e: Event = serde_json::from_str(include_str!("../tests/fixtures/events/custom.json")).unwrap();
         e.id = format!("e{n}");
         e.properties.insert("pad".into(), Value::String("x".repeat(pad)));
-        let bytes = crate::events::json_size(&e);
-        (e, bytes)
+        serde_json::to_string(&e).unwrap()
     }
 
     fn ids() -> impl FnMut() -> String {
@@ -361,8 +392,7 @@ mod tests {
     fn fill(o: &mut Outbox, count: usize, pad: usize, now: i64) -> Push {
         let mut last = Push::SendAt(0);
         for n in 0..count {
-            let (e, b) = event(n, pad);
-            last = o.push(e, b, now);
+            last = o.push(event(n, pad), now);
         }
         last
     }
@@ -372,8 +402,7 @@ mod tests {
         let mut o = Outbox::new(limits(), "pk");
         assert_eq!(fill(&mut o, 19, 0, 1000), Push::SendAt(6000));
         assert_eq!(o.next_send(1000, None, &mut ids()), None, "19 events wait for the timer");
-        let (e, b) = event(19, 0);
-        assert_eq!(o.push(e, b, 1001), Push::SendNow);
+        assert_eq!(o.push(event(19, 0), 1001), Push::SendNow);
         let out = o.next_send(1001, None, &mut ids()).unwrap();
         assert_eq!((out.events, out.attempt), (20, 1));
         let batch: Batch = serde_json::from_str(&out.body).unwrap();
@@ -394,7 +423,7 @@ mod tests {
     #[test]
     fn flushes_before_the_body_reaches_48_kb() {
         let mut o = Outbox::new(limits(), "pk");
-        let pushes: Vec<Push> = (0..6).map(|n| { let (e, b) = event(n, 10_000); o.push(e, b, 0) }).collect();
+        let pushes: Vec<Push> = (0..6).map(|n| o.push(event(n, 10_000), 0)).collect();
         let first_now = pushes.iter().position(|p| *p == Push::SendNow).unwrap();
         assert_eq!(first_now, 4, "the fifth ~11 KB event passes the 48 KB threshold");
         let mut ids = ids();
@@ -532,8 +561,7 @@ mod tests {
         let mut ids = ids();
         let inflight = o.next_send(0, Some(0), &mut ids).unwrap();
         for n in 5..17 {
-            let (e, b) = event(n, 0);
-            o.push(e, b, 0);
+            o.push(event(n, 0), 0);
         }
         assert_eq!(o.pending(), 10);
         o.on_answer(&inflight.batch_id, Some(202), None, 0, 0.5, &mut ids);

@@ -5,7 +5,7 @@
 //! passed in, and nothing here touches the browser. The browser layer wraps
 //! one [`Tracker`] and adds IO.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
@@ -38,22 +38,38 @@ pub trait Env {
 }
 
 /// Who is using the page, kept across page loads by the browser layer.
-/// `v1` in its storage key; fields only ever get added with defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `v1` in its storage key; fields only ever get added, as optional.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Identity {
     pub anonymous_id: String,
-    #[serde(default)]
     pub user_id: Option<String>,
-    #[serde(default)]
     pub traits: Map<String, Value>,
-    #[serde(default)]
     pub session: Option<Session>,
-    #[serde(default)]
     pub opted_out: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+impl Identity {
+    /// Reads a stored identity; `None` when there is none usable (absent,
+    /// corrupt, edited by hand), which starts a fresh one. Written by hand
+    /// rather than derived: serde's deserialiser would add ~30 KB to the
+    /// browser bundle for this one small object.
+    pub fn from_json(v: &Value) -> Option<Identity> {
+        let anonymous_id = v.get("anonymousId")?.as_str().filter(|s| !s.is_empty())?.to_string();
+        let session = v.get("session").and_then(|s| {
+            Some(Session { id: s.get("id")?.as_str()?.to_string(), last_seen: s.get("lastSeen")?.as_i64()? })
+        });
+        Some(Identity {
+            anonymous_id,
+            user_id: v.get("userId").and_then(Value::as_str).map(str::to_string),
+            traits: v.get("traits").and_then(Value::as_object).cloned().unwrap_or_default(),
+            session,
+            opted_out: v.get("optedOut").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
     pub id: String,
@@ -198,12 +214,11 @@ impl Tracker {
             context,
             traits,
         };
-        let bytes = events::json_size(&event);
-        if bytes > MAX_EVENT_BYTES {
-            return Err(Error::TooLarge { field: "properties".into(), size: bytes, limit: MAX_EVENT_BYTES });
+        let json = serde_json::to_string(&event).expect("events serialise");
+        if json.len() > MAX_EVENT_BYTES {
+            return Err(Error::TooLarge { field: "properties".into(), size: json.len(), limit: MAX_EVENT_BYTES });
         }
-        let id = event.id.clone();
-        Ok(Tracked::Queued { id, push: self.outbox.push(event, bytes, now) })
+        Ok(Tracked::Queued { id: event.id, push: self.outbox.push(json, now) })
     }
 
     /// The current session id, rotated after `session_timeout_ms` without events.
@@ -376,6 +391,12 @@ pub(crate) mod tests {
         t.identify(json!("user-42"), json!({"plan": "pro"}), context(), env).unwrap();
         let stored = t.take_dirty_identity().cloned().unwrap();
         assert!(t.take_dirty_identity().is_none(), "written once");
+        let stored = Identity::from_json(&serde_json::to_value(&stored).unwrap()).expect("reads what it wrote");
+        assert_eq!(stored.user_id.as_deref(), Some("user-42"));
+        assert!(stored.session.is_some());
+        for junk in [json!(null), json!({}), json!({"anonymousId": ""}), json!([1])] {
+            assert_eq!(Identity::from_json(&junk), None, "{junk}");
+        }
         let reloaded = Tracker::new(t.config.clone(), Some(stored.clone()), env);
         assert_eq!(reloaded.identity(), &stored);
         t.reset(env);

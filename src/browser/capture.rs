@@ -107,10 +107,18 @@ fn from_submit(e: &Event) -> Option<Captured> {
             // A score is a number; a field that does not parse stays a string
             // so that validation names it instead of silently dropping it.
             "score" => {
-                let score = value.trim().parse::<f64>().ok().and_then(serde_json::Number::from_f64);
-                props.insert("score".into(), score.map_or(Value::String(value), |n| {
-                    n.as_f64().filter(|f| f.fract() == 0.0).map_or(Value::Number(n), |f| Value::from(f as i64))
-                }));
+                // JS parses the number: Rust's float parser costs ~10 KB of wasm.
+                let n = js_sys::Number::parse_float(value.trim());
+                let score = if n.is_finite() && value.trim() == js_sys::Number::from(n).to_string_with_radix(10).ok().map(String::from).unwrap_or_default() {
+                    serde_json::Number::from_f64(n).map(Value::Number)
+                } else {
+                    None
+                };
+                let score = score.map(|v| match v.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => Value::from(f as i64),
+                    _ => v,
+                });
+                props.insert("score".into(), score.unwrap_or(Value::String(value)));
             }
             "comment" => {
                 props.insert("comment".into(), value.into());

@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::events;
 use crate::outbox::{Answer, Outgoing, Push};
 use crate::retry::parse_retry_after;
-use crate::tracker::{Env, Tracked, Tracker};
+use crate::tracker::{Env, Identity, Tracked, Tracker};
 use capture::{Captured, Listeners};
 use page::{log, BrowserEnv, StaticContext, Store};
 
@@ -75,7 +75,8 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
     let config = Config::from_options(&options).map_err(fail)?;
     let mut env = BrowserEnv::new(&window);
     let store = Store::open(&window);
-    let tracker = Tracker::new(config, store.load(IDENTITY_KEY), &mut env);
+    let stored = store.load(IDENTITY_KEY).and_then(|v| Identity::from_json(&v));
+    let tracker = Tracker::new(config, stored, &mut env);
     let debug = tracker.config.debug;
     let auto_capture = tracker.config.auto_capture;
     log(debug, &format!("ready: sending to {} (auto-capture {})", tracker.config.endpoint, if auto_capture { "on" } else { "off" }));

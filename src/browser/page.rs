@@ -1,6 +1,6 @@
 //! What the page can tell us: the clock, randomness, storage and context.
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::Serialize;
 use wasm_bindgen::JsValue;
 use web_sys::{Storage, Window};
 
@@ -91,9 +91,12 @@ impl Store {
         Store { storage: window.local_storage().ok().flatten() }
     }
 
-    pub fn load<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+    /// The JSON stored under `key`, parsed by the browser's `JSON.parse`
+    /// (a Rust JSON parser would cost bundle bytes for nothing).
+    pub fn load(&self, key: &str) -> Option<serde_json::Value> {
         let raw = self.storage.as_ref()?.get_item(key).ok()??;
-        serde_json::from_str(&raw).ok()
+        let parsed = js_sys::JSON::parse(&raw).ok()?;
+        super::convert::to_json(&parsed, "").ok()
     }
 
     /// Returns false when the value could not be stored (quota, disabled).
