@@ -74,10 +74,13 @@ fn target(e: &Event) -> Option<Element> {
 fn from_click(e: &Event) -> Option<Captured> {
     let target = target(e)?;
     if let Some(el) = target.closest("[data-cuecast-shoutout]").ok()? {
-        let action = el.get_attribute("data-cuecast-action").unwrap_or_else(|| {
-            let in_link = target.closest("a[href]").ok().flatten().is_some_and(|a| el.contains(Some(&a)) || a.contains(Some(&el)));
-            if in_link { "link" } else { "cta" }.to_string()
-        });
+        // The nearest marker between the clicked element and the ShoutOut wins.
+        let inside = |found: Option<Element>| found.filter(|f| el.contains(Some(f)));
+        let action = match inside(target.closest("[data-cuecast-action]").ok().flatten()) {
+            Some(marked) => marked.get_attribute("data-cuecast-action").unwrap_or_default(),
+            None if inside(target.closest("a[href]").ok().flatten()).is_some() => "link".into(),
+            None => "cta".into(),
+        };
         let id = el.get_attribute("data-cuecast-shoutout")?;
         return Some(Captured { event: events::SHOUTOUT_CLICKED, properties: json!({"shoutoutId": id, "action": action}) });
     }

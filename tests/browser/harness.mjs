@@ -14,7 +14,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
  * It sends the CORS headers a relay must send, including
  * `Access-Control-Expose-Headers: Retry-After`.
  */
-export async function startReceiver() {
+export async function startReceiver(port = 0) {
   const requests = [];
   const script = [];
   const waiters = [];
@@ -45,10 +45,11 @@ export async function startReceiver() {
       for (const w of waiters.splice(0)) w();
     });
   });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
   const url = `http://127.0.0.1:${server.address().port}`;
   return {
     url,
+    port: server.address().port,
     endpoint: `${url}/v1/batch`,
     requests,
     /** Queue responses: `{status, headers?}` objects, used in order. */

@@ -1,0 +1,358 @@
+// The built npm package, installed from its tarball, in a real page in
+// Debian's headless Chromium, sending to a real loopback receiver.
+import { test, before, after, beforeEach } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { startReceiver, startSite, launchChromium, openPage } from "./harness.mjs";
+
+const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), "../fixtures");
+const golden = JSON.parse(fs.readFileSync(path.join(fixtures, "batch.json"), "utf8"));
+const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const ISO_MS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+
+let browser, site, receiver;
+const opened = [];
+
+before(async () => {
+  [browser, site, receiver] = await Promise.all([launchChromium(), startSite(), startReceiver()]);
+});
+after(async () => {
+  await browser.close();
+  await Promise.all([site.close(), receiver.close()]);
+});
+beforeEach(async () => {
+  for (const p of opened.splice(0)) await p.context.close();
+  receiver.reset();
+});
+
+async function open(options = {}) {
+  const p = await openPage(browser, site, receiver, options);
+  opened.push(p);
+  return p;
+}
+
+/** Runs `fn` in the page and returns the thrown error's fields, or null. */
+async function thrown(page, fn, arg) {
+  return page.evaluate(([src, arg]) => {
+    try {
+      new Function("cc", "arg", src)(window.cc, arg);
+      return null;
+    } catch (e) {
+      return { name: e.name, message: e.message, field: e.field, code: e.code };
+    }
+  }, [fn, arg]);
+}
+
+test("typed events, a custom event and auto-captured clicks and forms reach the receiver with the contract's fields", async () => {
+  const { page } = await open({ writeKey: "pk_live_demo" });
+  await page.evaluate(() => {
+    cc.identify("user-42", { plan: "pro" });
+    cc.track("report.exported", { format: "csv", when: new Date(Date.UTC(2026, 11, 4)) });
+    cc.shoutoutClicked({ shoutoutId: "spring-promo", action: "cta" });
+    cc.surveySubmitted({ surveyId: "nps-q3", kind: "nps", score: 9, comment: "Love it", needsHelp: false });
+    cc.surveySubmitted({ surveyId: "onboarding-feedback", answers: [{ questionId: "q1", answer: "Yes" }] });
+    cc.onboardingTaskCompleted({ taskId: "connect-crm", checklistId: "getting-started", completed: 3, total: 5 });
+    cc.walkthruGoalReached({ walkthruId: "create-invoice", goal: "invoice-sent" });
+  });
+  await page.click("#promo-cta-text"); // a descendant of the ShoutOut element
+  await page.click("#promo-dismiss");
+  await page.click("#task-crm");
+  await page.click("#survey-submit");
+  await page.click("#nps-submit");
+  const report = await page.evaluate(() => cc.flush());
+  assert.deepEqual(report, { sent: 12, failed: 0, pending: 0, dropped: 0 });
+
+  assert.equal(receiver.requests.filter((r) => r.method === "OPTIONS").length, 0, "text/plain needs no CORS preflight");
+  const [post] = receiver.posts();
+  assert.equal(post.headers["content-type"], "text/plain;charset=UTF-8");
+  const batch = post.body;
+  assert.deepEqual(Object.keys(batch).sort(), Object.keys(golden).sort(), "batch envelope has the golden fields");
+  assert.equal(batch.v, 1);
+  assert.equal(batch.writeKey, "pk_live_demo");
+  assert.match(batch.batchId, UUID_V7);
+  assert.match(batch.sentAt, ISO_MS);
+  assert.equal(batch.attempt, 1);
+  assert.deepEqual(batch.sdk, { name: "cuecast", version: "0.1.0" });
+
+  const names = batch.events.map((e) => e.event);
+  assert.deepEqual(names, [
+    "user.identified", "report.exported", "shoutout.clicked", "survey.submitted", "survey.submitted",
+    "onboarding.task_completed", "walkthru.goal_reached",
+    "shoutout.clicked", "shoutout.clicked", "onboarding.task_completed", "survey.submitted", "survey.submitted",
+  ]);
+  const ids = new Set();
+  for (const e of batch.events) {
+    assert.deepEqual(Object.keys(e).sort(), Object.keys(golden.events[0]).sort(), `${e.event} has the golden event fields`);
+    assert.match(e.id, UUID_V7);
+    ids.add(e.id);
+    assert.match(e.timestamp, ISO_MS);
+    assert.equal(e.userId, "user-42");
+    assert.match(e.anonymousId, /^[0-9a-f-]{36}$/);
+    assert.equal(e.anonymousId, batch.events[0].anonymousId);
+    assert.equal(e.sessionId, batch.events[0].sessionId);
+    assert.equal(e.context.page.url, `${site.url}/sdk.html${await page.evaluate(() => location.hash)}`);
+    assert.equal(e.context.page.path, "/sdk.html");
+    assert.equal(e.context.page.title, "cuecast test page");
+    assert.match(e.context.userAgent, /Chrome/);
+    assert.ok(e.context.locale && e.context.timezone, "locale and timezone");
+    assert.ok(e.context.screen.width > 0 && e.context.screen.height > 0);
+    assert.deepEqual(e.context.library, { name: "cuecast", version: "0.1.0" });
+  }
+  assert.equal(ids.size, 12, "every event has its own id");
+  const [identified, custom, shoutout, nps, answers, task, walkthru, capturedCta, capturedDismiss, capturedTask, capturedSurvey, capturedNps] = batch.events;
+  assert.deepEqual(identified.traits, { plan: "pro" });
+  assert.deepEqual(custom.properties, { format: "csv", when: "2026-12-04T00:00:00.000Z" });
+  assert.deepEqual(shoutout.properties, { shoutoutId: "spring-promo", action: "cta" });
+  assert.deepEqual(nps.properties, { surveyId: "nps-q3", kind: "nps", score: 9, comment: "Love it", needsHelp: false });
+  assert.deepEqual(answers.properties, { surveyId: "onboarding-feedback", answers: [{ questionId: "q1", answer: "Yes" }] });
+  assert.deepEqual(task.properties, { taskId: "connect-crm", checklistId: "getting-started", completed: 3, total: 5 });
+  assert.deepEqual(walkthru.properties, { walkthruId: "create-invoice", goal: "invoice-sent" });
+  assert.deepEqual(capturedCta.properties, { shoutoutId: "spring-promo", action: "cta" });
+  assert.deepEqual(capturedDismiss.properties, { shoutoutId: "spring-promo", action: "dismiss" });
+  assert.deepEqual(capturedTask.properties, { taskId: "connect-crm", checklistId: "getting-started" });
+  assert.deepEqual(capturedSurvey.properties, {
+    surveyId: "onboarding-feedback",
+    answers: [
+      { questionId: "q1", answer: "Yes" },
+      { questionId: "tools", answer: ["csv", "pdf"] },
+      { questionId: "q3", answer: "More exports please" },
+    ],
+  }, "password, hidden, ignored and unchecked fields are never captured");
+  assert.deepEqual(capturedNps.properties, { surveyId: "nps-q3", kind: "nps", score: 4, comment: "Too slow" });
+});
+
+test("auto-capture works for elements added after init, and can be switched off", async () => {
+  const { page } = await open();
+  await page.evaluate(() => {
+    document.body.insertAdjacentHTML("beforeend", '<a id="late" href="#x" data-cuecast-shoutout="late-promo">Read more</a>');
+  });
+  await page.click("#late");
+  await page.evaluate(() => cc.flush());
+  assert.deepEqual(receiver.events().map((e) => e.properties), [{ shoutoutId: "late-promo", action: "link" }]);
+
+  receiver.reset();
+  const off = await open({ autoCapture: false });
+  await off.page.click("#promo-cta");
+  await off.page.click("#survey-submit");
+  assert.deepEqual(await off.page.evaluate(() => cc.flush()), { sent: 0, failed: 0, pending: 0, dropped: 0 });
+  assert.equal(receiver.posts().length, 0);
+});
+
+test("20 events are sent at once; fewer are sent by the flush interval without flush()", async () => {
+  const { page } = await open({ flushInterval: 600 });
+  const started = Date.now();
+  await page.evaluate(() => { for (let i = 0; i < 20; i++) cc.track("tick", { i }); });
+  await receiver.until(() => receiver.posts().length === 1, 5000);
+  assert.ok(Date.now() - started < 500, "the 20th event triggers the send");
+  assert.equal(receiver.posts()[0].body.events.length, 20);
+  const t0 = Date.now();
+  await page.evaluate(() => { cc.track("a"); cc.track("b"); cc.track("c"); });
+  await receiver.until(() => receiver.posts().length === 2, 5000);
+  const waited = Date.now() - t0;
+  assert.ok(waited >= 450 && waited < 3000, `sent by the 600 ms timer, after ${waited} ms`);
+  assert.deepEqual(receiver.posts()[1].body.events.map((e) => e.event), ["a", "b", "c"]);
+});
+
+test("429 with Retry-After is retried after the given wait, same batch id, attempt 2", async () => {
+  const { page } = await open();
+  receiver.respond({ status: 429, headers: { "retry-after": "1" } });
+  await page.evaluate(() => { cc.track("a"); cc.track("b"); });
+  const first = await page.evaluate(() => cc.flush());
+  assert.deepEqual(first, { sent: 0, failed: 0, pending: 2, dropped: 0 });
+  await receiver.until(() => receiver.posts().length === 2, 5000);
+  const [a, b] = receiver.posts();
+  assert.equal(b.body.batchId, a.body.batchId);
+  assert.deepEqual(b.body.events.map((e) => e.id), a.body.events.map((e) => e.id), "same event ids");
+  assert.deepEqual([a.body.attempt, b.body.attempt], [1, 2]);
+  assert.ok(b.at - a.at >= 950, `waited ${b.at - a.at} ms for Retry-After: 1`);
+  assert.ok(b.at - a.at < 2500, `but not much longer (${b.at - a.at} ms)`);
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 2, failed: 0, pending: 0, dropped: 0 });
+});
+
+test("500s are retried with exponential backoff from 0.5 s, within ±20 % jitter", async () => {
+  const { page } = await open();
+  receiver.respond({ status: 500 }, { status: 503 }, { status: 502 });
+  await page.evaluate(() => cc.track("x"));
+  await page.evaluate(() => cc.flush());
+  await receiver.until(() => receiver.posts().length === 4, 8000);
+  const posts = receiver.posts();
+  const gaps = posts.slice(1).map((p, i) => p.at - posts[i].at);
+  for (const [i, base] of [500, 1000, 2000].entries()) {
+    assert.ok(gaps[i] >= base * 0.8 - 20 && gaps[i] <= base * 1.2 + 400, `retry ${i + 1} after ${gaps[i]} ms (base ${base})`);
+  }
+  assert.deepEqual(posts.map((p) => p.body.attempt), [1, 2, 3, 4]);
+  assert.equal(new Set(posts.map((p) => p.body.batchId)).size, 1);
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 1, failed: 0, pending: 0, dropped: 0 });
+});
+
+test("a relay that is down (connection refused) gets the batch once it is back", async () => {
+  const probe = await startReceiver();
+  const { endpoint, port } = probe;
+  await probe.close(); // nothing listens there now
+  const { page } = await open({ endpoint, retry: { minDelay: 200, maxDelay: 400 } });
+  await page.evaluate(() => { cc.track("while-down-1"); cc.track("while-down-2"); });
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 0, failed: 0, pending: 2, dropped: 0 });
+  const back = await startReceiver(port);
+  try {
+    await back.until(() => back.events().length === 2, 5000);
+    assert.deepEqual(back.events().map((e) => e.event), ["while-down-1", "while-down-2"]);
+    assert.ok(back.posts()[0].body.attempt >= 2, "sent again, as a retry of the same batch");
+    assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 2, failed: 0, pending: 0, dropped: 0 });
+  } finally {
+    await back.close();
+  }
+});
+
+test("400 drops the batch, reports it failed, and never retries it", async () => {
+  const { page } = await open();
+  receiver.respond({ status: 400 });
+  await page.evaluate(() => { cc.track("a"); cc.track("b"); cc.track("c"); });
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 0, failed: 3, pending: 0, dropped: 0 });
+  await new Promise((r) => setTimeout(r, 1200));
+  assert.equal(receiver.posts().length, 1, "no retry of a 400");
+  await page.evaluate(() => cc.track("d"));
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 1, failed: 0, pending: 0, dropped: 0 });
+});
+
+test("413 splits the batch in halves that keep their events", async () => {
+  const { page } = await open();
+  receiver.respond({ status: 413 });
+  await page.evaluate(() => { for (const n of ["a", "b", "c", "d"]) cc.track(n); });
+  await page.evaluate(() => cc.flush());
+  await receiver.until(() => receiver.posts().length === 3, 5000);
+  const [whole, first, second] = receiver.posts().map((p) => p.body);
+  assert.deepEqual(whole.events.map((e) => e.event), ["a", "b", "c", "d"]);
+  assert.deepEqual(first.events.map((e) => e.event), ["a", "b"]);
+  assert.deepEqual(second.events.map((e) => e.event), ["c", "d"]);
+  assert.deepEqual([...first.events, ...second.events].map((e) => e.id), whole.events.map((e) => e.id));
+  assert.notEqual(first.batchId, whole.batchId);
+});
+
+test("every bad input throws a CuecastError naming the field, and nothing is queued", async () => {
+  const { page } = await open();
+  const cases = [
+    ["cc.track('')", "event", "cuecast.track: event must be a non-empty string"],
+    ["cc.track(42)", "event", "cuecast.track: event must be a non-empty string"],
+    ["cc.track('x'.repeat(201))", "event", "cuecast.track: event must be at most 200 characters, got 201"],
+    ["cc.track('ok', { fn: () => 1 })", "properties.fn", "cuecast.track: properties.fn is a function, which cannot be sent"],
+    ["cc.track('ok', { s: Symbol('s') })", "properties.s", "cuecast.track: properties.s is a Symbol, which cannot be sent"],
+    ["const o = { a: {} }; o.a.back = o; cc.track('ok', o)", "properties.a.back", "cuecast.track: properties.a.back refers back to itself (a cycle), which cannot be sent"],
+    ["cc.track('ok', { big: 2 ** 53 + 2 })", "properties.big", "cuecast.track: properties.big is an integer beyond 2^53 - 1, which JSON cannot carry exactly; send it as a string"],
+    ["cc.track('ok', { n: NaN })", "properties.n", "cuecast.track: properties.n must be a finite number, got NaN or Infinity"],
+    ["cc.track('ok', { b: 10n })", "properties.b", "cuecast.track: properties.b is a BigInt; send it as a string or a number"],
+    ["cc.track('ok', { m: new Map() })", "properties.m", "cuecast.track: properties.m is a Map or Set; convert it to a plain object or array"],
+    ["cc.track('ok', { list: [1, () => 2] })", "properties.list[1]", "cuecast.track: properties.list[1] is a function, which cannot be sent"],
+    ["cc.track('ok', { blob: 'x'.repeat(33000) })", "properties", null],
+    ["cc.track('ok', [1, 2])", "properties", "cuecast.track: properties must be an object, got an array"],
+    ["cc.shoutoutClicked({})", "shoutoutId", "cuecast.shoutoutClicked: shoutoutId is required"],
+    ["cc.shoutoutClicked({ shoutoutId: 'p', action: 'close' })", "action", "cuecast.shoutoutClicked: action must be one of cta, dismiss, link, got \"close\""],
+    ["cc.shoutoutClicked('spring')", "", "cuecast.shoutoutClicked: expects an object, got \"spring\""],
+    ["cc.surveySubmitted({ surveyId: 'nps', kind: 'nps', score: 11 })", "score", "cuecast.surveySubmitted: score must be an integer from 0 to 10, got 11"],
+    ["cc.surveySubmitted({ surveyId: 'nps', kind: 'nps', score: 7.5 })", "score", "cuecast.surveySubmitted: score must be an integer from 0 to 10, got 7.5"],
+    ["cc.surveySubmitted({ kind: 'nps', score: 7 })", "surveyId", "cuecast.surveySubmitted: surveyId is required"],
+    ["cc.surveySubmitted({ surveyId: 's', answers: [{ answer: 'Yes' }] })", "answers[0].questionId", "cuecast.surveySubmitted: answers[0].questionId is required"],
+    ["cc.surveySubmitted({ surveyId: 's', score: 3, needsHelp: 'yes' })", "needsHelp", "cuecast.surveySubmitted: needsHelp must be a boolean, got \"yes\""],
+    ["cc.onboardingTaskCompleted({ taskId: 't', completed: 6, total: 5 })", "completed", "cuecast.onboardingTaskCompleted: completed must not exceed total (5), got 6"],
+    ["cc.onboardingTaskCompleted({ checklistId: 'c' })", "taskId", "cuecast.onboardingTaskCompleted: taskId is required"],
+    ["cc.walkthruGoalReached({ goal: 'g' })", "walkthruId", "cuecast.walkthruGoalReached: walkthruId is required"],
+    ["cc.identify('')", "userId", "cuecast.identify: userId must be a non-empty string, got \"\""],
+    ["cc.identify('u', 'pro')", "traits", "cuecast.identify: traits must be an object, got \"pro\""],
+  ];
+  for (const [src, field, message] of cases) {
+    const err = await thrown(page, src);
+    assert.ok(err, `${src} should throw`);
+    assert.equal(err.name, "CuecastError", src);
+    assert.equal(err.field, field, src);
+    if (message) assert.equal(err.message, message, src);
+    else assert.match(err.message, /is too large \(\d+ bytes, the limit is 32768\)/, src);
+  }
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 0, failed: 0, pending: 0, dropped: 0 });
+  assert.equal(receiver.posts().length, 0, "nothing was queued");
+});
+
+test("init() rejects a missing or non-http(s) endpoint and a missing write key, naming the field", async () => {
+  const { page } = await open();
+  const rejections = await page.evaluate(async () => {
+    const { init } = await import("cuecast");
+    const out = [];
+    for (const options of [
+      { writeKey: "pk" },
+      { endpoint: "ftp://relay.example.com/v1/batch", writeKey: "pk" },
+      { endpoint: "javascript:alert(1)", writeKey: "pk" },
+      { endpoint: "https://relay.example.com/v1/batch" },
+      { endpoint: "https://relay.example.com/v1/batch", writeKey: "pk", flushAt: 0 },
+      { endpoint: "https://relay.example.com/v1/batch", writekey: "pk" },
+      undefined,
+    ]) {
+      try { await init(options); out.push(null); } catch (e) { out.push([e.name, e.field, e.message]); }
+    }
+    return out;
+  });
+  assert.deepEqual(rejections, [
+    ["CuecastError", "endpoint", "cuecast.init: endpoint is required"],
+    ["CuecastError", "endpoint", 'cuecast.init: endpoint must be an http:// or https:// URL, got "ftp://relay.example.com/v1/batch"'],
+    ["CuecastError", "endpoint", 'cuecast.init: endpoint must be an http:// or https:// URL, got "javascript:alert(1)"'],
+    ["CuecastError", "writeKey", "cuecast.init: writeKey is required"],
+    ["CuecastError", "flushAt", "cuecast.init: flushAt must be an integer from 1 to 1000, got 0"],
+    ["CuecastError", "writekey", "cuecast.init: writekey is not an option (known: endpoint, writeKey, flushAt, flushInterval, maxBatchBytes, maxQueueEvents, sessionTimeout, autoCapture, debug, retry)"],
+    ["CuecastError", "options", "cuecast.init: options must be an object {endpoint, writeKey}, got null"],
+  ]);
+});
+
+test("a relative endpoint is resolved against the page", async () => {
+  const { page } = await open();
+  const endpoint = await page.evaluate(async () => {
+    const { init } = await import("cuecast");
+    const local = await init({ endpoint: "/v1/batch", writeKey: "pk", debug: true, autoCapture: false });
+    return typeof local.track;
+  });
+  assert.equal(endpoint, "function");
+});
+
+test("identity persists across reloads; reset() forgets it; optOut() stops tracking and is remembered", async () => {
+  const { page } = await open();
+  await page.evaluate(() => { cc.identify("user-7", { plan: "team" }); cc.track("before"); });
+  await page.evaluate(() => cc.flush());
+  await page.reload();
+  await page.waitForFunction(() => window.cc);
+  await page.evaluate(() => cc.track("after-reload"));
+  await page.evaluate(() => cc.flush());
+  let [identified, before, afterReload] = receiver.events();
+  assert.equal(afterReload.userId, "user-7");
+  assert.equal(afterReload.anonymousId, before.anonymousId);
+  assert.equal(afterReload.sessionId, before.sessionId, "a reload within 30 minutes keeps the session");
+  assert.equal(identified.event, "user.identified");
+
+  await page.evaluate(() => { cc.reset(); cc.track("after-reset"); });
+  await page.evaluate(() => cc.flush());
+  const afterReset = receiver.events().at(-1);
+  assert.equal(afterReset.userId, undefined);
+  assert.notEqual(afterReset.anonymousId, before.anonymousId);
+  assert.notEqual(afterReset.sessionId, before.sessionId);
+
+  await page.evaluate(() => { cc.track("queued-then-dropped"); cc.optOut(); });
+  const id = await page.evaluate(() => cc.track("while-out"));
+  assert.equal(id, undefined);
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 0, failed: 0, pending: 0, dropped: 1 });
+  await page.reload();
+  await page.waitForFunction(() => window.cc);
+  await page.evaluate(() => cc.track("still-out"));
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 0, failed: 0, pending: 0, dropped: 0 });
+  await page.evaluate(() => { cc.optIn(); cc.track("back-in"); });
+  await page.evaluate(() => cc.flush());
+  assert.deepEqual(receiver.events().slice(3).map((e) => e.event), ["after-reset", "back-in"]);
+});
+
+test("debug: true logs what is queued, sent, retried and dropped", async () => {
+  const { page, logs } = await open({ debug: true });
+  receiver.respond({ status: 500 }, { status: 400 });
+  await page.evaluate(() => cc.track("x"));
+  await page.evaluate(() => cc.flush());
+  await page.evaluate(() => cc.flush());
+  const text = logs.join("\n");
+  for (const needle of [/queued [0-9a-f-]{36}/, /sending batch .* \(1 events, attempt 1\)/, /got 500; retry 2 in \d+ ms/, /dropped batch .*status 400/]) {
+    assert.match(text, needle);
+  }
+});
