@@ -49,11 +49,22 @@ impl Config {
     /// ```
     pub fn from_options(options: &Value) -> Result<Config, Error> {
         let Value::Object(opts) = options else {
-            return Err(Error::invalid("options", format!("must be an object {{endpoint, writeKey}}, got {}", describe(options))));
+            return Err(Error::invalid(
+                "options",
+                format!("must be an object {{endpoint, writeKey}}, got {}", describe(options)),
+            ));
         };
         const KNOWN: [&str; 10] = [
-            "endpoint", "writeKey", "flushAt", "flushInterval", "maxBatchBytes", "maxQueueEvents",
-            "sessionTimeout", "autoCapture", "debug", "retry",
+            "endpoint",
+            "writeKey",
+            "flushAt",
+            "flushInterval",
+            "maxBatchBytes",
+            "maxQueueEvents",
+            "sessionTimeout",
+            "autoCapture",
+            "debug",
+            "retry",
         ];
         if let Some(unknown) = opts.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(Error::invalid(unknown.as_str(), format!("is not an option (known: {})", KNOWN.join(", "))));
@@ -95,7 +106,9 @@ fn retry_policy(r: &Map<String, Value>) -> Result<RetryPolicy, Error> {
             None => defaults.jitter,
             Some(v) => match v.as_f64() {
                 Some(j) if (0.0..=1.0).contains(&j) => j,
-                _ => return Err(Error::invalid("jitter", format!("must be a number from 0 to 1, got {}", describe(v)))),
+                _ => {
+                    return Err(Error::invalid("jitter", format!("must be a number from 0 to 1, got {}", describe(v))))
+                }
             },
         },
         max_retry_after_ms: number(r, "maxRetryAfter", 0, 86_400_000)?.unwrap_or(defaults.max_retry_after_ms),
@@ -155,7 +168,9 @@ mod tests {
 
     #[test]
     fn defaults_fill_everything() {
-        let c = Config::from_options(&json!({"endpoint": "https://relay.example.com/v1/batch", "writeKey": "pk_live_x"})).unwrap();
+        let c =
+            Config::from_options(&json!({"endpoint": "https://relay.example.com/v1/batch", "writeKey": "pk_live_x"}))
+                .unwrap();
         assert_eq!((c.flush_at, c.flush_interval_ms, c.max_batch_bytes), (20, 5000, 48 * 1024));
         assert_eq!((c.max_queue_events, c.session_timeout_ms), (1000, 1_800_000));
         assert!(c.auto_capture && !c.debug);
@@ -177,10 +192,17 @@ mod tests {
     fn bad_options_name_the_field() {
         assert_eq!(err(json!({"writeKey": "k"})), "endpoint is required");
         assert_eq!(err(json!({"endpoint": "https://r.example"})), "writeKey is required");
-        assert_eq!(err(json!({"endpoint": "https://r.example", "writeKey": ""})), "writeKey must be a non-empty string, got \"\"");
+        assert_eq!(
+            err(json!({"endpoint": "https://r.example", "writeKey": ""})),
+            "writeKey must be a non-empty string, got \"\""
+        );
         assert_eq!(err(json!({"endpoint": 5, "writeKey": "k"})), "endpoint must be a non-empty string, got 5");
         for bad in ["javascript:alert(1)", "https://", "http:///path", "https://exa mple.com", "wss://relay"] {
-            assert!(err(json!({"endpoint": bad, "writeKey": "k"})).starts_with("endpoint must be an http:// or https:// URL"), "{bad}");
+            assert!(
+                err(json!({"endpoint": bad, "writeKey": "k"}))
+                    .starts_with("endpoint must be an http:// or https:// URL"),
+                "{bad}"
+            );
         }
         assert!(err(json!({"endpoint": "https://r.example", "writekey": "k"})).starts_with("writekey is not an option"));
         assert_eq!(
@@ -191,7 +213,11 @@ mod tests {
             err(json!({"endpoint": "https://r.example", "writeKey": "k", "retry": {"jitter": 2}})),
             "retry.jitter must be a number from 0 to 1, got 2"
         );
-        assert_eq!(err(json!("https://r.example")), "options must be an object {endpoint, writeKey}, got \"https://r.example\"");
-        assert!(err(json!({"endpoint": "https://r.example", "writeKey": "k", "maxBatchBytes": 1000})).starts_with("maxBatchBytes must be"));
+        assert_eq!(
+            err(json!("https://r.example")),
+            "options must be an object {endpoint, writeKey}, got \"https://r.example\""
+        );
+        assert!(err(json!({"endpoint": "https://r.example", "writeKey": "k", "maxBatchBytes": 1000}))
+            .starts_with("maxBatchBytes must be"));
     }
 }

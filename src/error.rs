@@ -46,7 +46,8 @@ impl Error {
     /// Nests the field under `prefix`: `score` inside `events[3].properties`
     /// becomes `events[3].properties.score`.
     pub fn within(mut self, prefix: &str) -> Self {
-        if let Error::Invalid { field, .. } | Error::TooLarge { field, .. } | Error::Malformed { field, .. } = &mut self {
+        if let Error::Invalid { field, .. } | Error::TooLarge { field, .. } | Error::Malformed { field, .. } = &mut self
+        {
             *field = join_path(prefix, field);
         }
         self
@@ -84,7 +85,8 @@ mod tests {
 
     #[test]
     fn messages_name_the_nested_field() {
-        let e = Error::invalid("score", "must be an integer from 0 to 10, got 11").within("properties").within("events[3]");
+        let e =
+            Error::invalid("score", "must be an integer from 0 to 10, got 11").within("properties").within("events[3]");
         assert_eq!(e.field(), "events[3].properties.score");
         assert_eq!(e.to_string(), "events[3].properties.score must be an integer from 0 to 10, got 11");
         assert_eq!(e.code(), "invalid_field");

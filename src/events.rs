@@ -74,7 +74,10 @@ pub fn check_properties(event: &str, props: &mut Map<String, Value>) -> Result<(
                 }
                 Some(Value::String(a)) if SHOUTOUT_ACTIONS.contains(&a.as_str()) => {}
                 Some(other) => {
-                    return Err(Error::invalid("action", format!("must be one of cta, dismiss, link, got {}", describe(other))))
+                    return Err(Error::invalid(
+                        "action",
+                        format!("must be one of cta, dismiss, link, got {}", describe(other)),
+                    ))
                 }
             }
         }
@@ -85,7 +88,9 @@ pub fn check_properties(event: &str, props: &mut Map<String, Value>) -> Result<(
             match props.get("score") {
                 Some(v) if nps => check_uint("score", v, 0, 10)?,
                 Some(Value::Number(_)) | None => {}
-                Some(other) => return Err(Error::invalid("score", format!("must be a number, got {}", describe(other)))),
+                Some(other) => {
+                    return Err(Error::invalid("score", format!("must be a number, got {}", describe(other))))
+                }
             }
             if nps && props.get("score").is_none() {
                 return Err(Error::invalid("score", "is required when kind is 'nps' (an integer from 0 to 10)"));
@@ -155,7 +160,10 @@ fn check_answers(answers: &Value) -> Result<(), Error> {
     for (i, item) in items.iter().enumerate() {
         let at = format!("[{i}]");
         let Value::Object(answer) = item else {
-            return Err(Error::invalid(at, format!("must be an object {{questionId, answer}}, got {}", describe(item))));
+            return Err(Error::invalid(
+                at,
+                format!("must be an object {{questionId, answer}}, got {}", describe(item)),
+            ));
         };
         check_id("questionId", answer.get("questionId")).map_err(|e| e.within(&at))?;
         let ok = match answer.get("answer") {
@@ -223,7 +231,10 @@ mod tests {
         assert!(check_name("event", "report.exported").is_ok());
         assert_eq!(check_name("event", "  ").unwrap_err().to_string(), "event must be a non-empty string");
         let long = "x".repeat(201);
-        assert_eq!(check_name("event", &long).unwrap_err().to_string(), "event must be at most 200 characters, got 201");
+        assert_eq!(
+            check_name("event", &long).unwrap_err().to_string(),
+            "event must be at most 200 characters, got 201"
+        );
         assert!(check_name("event", &"é".repeat(200)).is_ok(), "characters, not bytes");
         assert_eq!(check_name("event", "a\nb").unwrap_err().field(), "event");
     }
@@ -237,7 +248,10 @@ mod tests {
             r#"action must be one of cta, dismiss, link, got "close""#
         );
         assert_eq!(check(SHOUTOUT_CLICKED, json!({})).unwrap_err(), "shoutoutId is required");
-        assert_eq!(check(SHOUTOUT_CLICKED, json!({"shoutoutId": 7})).unwrap_err(), "shoutoutId must be a non-empty string, got 7");
+        assert_eq!(
+            check(SHOUTOUT_CLICKED, json!({"shoutoutId": 7})).unwrap_err(),
+            "shoutoutId must be a non-empty string, got 7"
+        );
     }
 
     #[test]
@@ -278,8 +292,15 @@ mod tests {
             with("answers", json!([{"questionId": "q1", "answer": {"a": 1}}])).unwrap_err(),
             "answers[0].answer must be a string, number, boolean, null or a list of strings, got an object"
         );
-        assert!(with("answers", json!([{"questionId": "q1", "answer": ["a", "b"]}, {"questionId": "q2", "answer": null}])).is_ok());
-        assert_eq!(check(SURVEY_SUBMITTED, json!({"surveyId": "s"})).unwrap_err(), "answers is required when there is no score");
+        assert!(with(
+            "answers",
+            json!([{"questionId": "q1", "answer": ["a", "b"]}, {"questionId": "q2", "answer": null}])
+        )
+        .is_ok());
+        assert_eq!(
+            check(SURVEY_SUBMITTED, json!({"surveyId": "s"})).unwrap_err(),
+            "answers is required when there is no score"
+        );
     }
 
     #[test]
@@ -299,7 +320,10 @@ mod tests {
     #[test]
     fn walkthru_and_custom_events() {
         assert!(check(WALKTHRU_GOAL_REACHED, json!({"walkthruId": "w", "goal": "sent"})).is_ok());
-        assert_eq!(check(WALKTHRU_GOAL_REACHED, json!({"walkthruId": "w", "goal": ""})).unwrap_err(), "goal must be a non-empty string, got \"\"");
+        assert_eq!(
+            check(WALKTHRU_GOAL_REACHED, json!({"walkthruId": "w", "goal": ""})).unwrap_err(),
+            "goal must be a non-empty string, got \"\""
+        );
         assert!(check("report.exported", json!({"anything": [1, {"goes": true}]})).is_ok());
     }
 

@@ -54,12 +54,20 @@ pub struct Outgoing {
 /// What an answer did to the batch, for the caller's scheduling and debug log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    Delivered { events: usize },
-    RetryAt { at: i64, attempt: u32 },
+    Delivered {
+        events: usize,
+    },
+    RetryAt {
+        at: i64,
+        attempt: u32,
+    },
     /// The batch was halved (413); both halves are ready to send.
     Split,
     /// Dropped as failed: a status that resending cannot fix, or too old.
-    Failed { events: usize, why: String },
+    Failed {
+        events: usize,
+        why: String,
+    },
     /// No batch in flight has this id (a stale answer); nothing changed.
     Unknown,
 }
@@ -77,7 +85,10 @@ enum State {
     Ready,
     InFlight,
     /// `server`: the relay named the time (Retry-After); an explicit flush waits for it too.
-    Waiting { until: i64, server: bool },
+    Waiting {
+        until: i64,
+        server: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,7 +154,8 @@ impl Outbox {
         while self.pending() >= self.limits.max_queue_events && self.drop_oldest() {}
         self.queued_bytes += event_json.len() + 1;
         self.queue.push_back(Queued { json: event_json, queued_at: now });
-        if self.queue.len() >= self.limits.flush_at || self.queued_bytes + ENVELOPE_BYTES >= self.limits.max_batch_bytes {
+        if self.queue.len() >= self.limits.flush_at || self.queued_bytes + ENVELOPE_BYTES >= self.limits.max_batch_bytes
+        {
             Push::SendNow
         } else {
             Push::SendAt(self.queue[0].queued_at + self.limits.flush_interval_ms as i64)
@@ -170,7 +182,12 @@ impl Outbox {
     /// own backoff once per batch (a batch already tried since the flush began
     /// waits, so a flush against a dead relay ends), but never a wait the relay
     /// asked for. `new_id` makes batch ids.
-    pub fn next_send(&mut self, now: i64, flush_since: Option<i64>, new_id: &mut dyn FnMut() -> String) -> Option<Outgoing> {
+    pub fn next_send(
+        &mut self,
+        now: i64,
+        flush_since: Option<i64>,
+        new_id: &mut dyn FnMut() -> String,
+    ) -> Option<Outgoing> {
         if self.batches.is_empty() && self.due(now, flush_since.is_some()) {
             let events = self.take_batch_events();
             self.batches.push_back(Formed {
@@ -218,7 +235,9 @@ impl Outbox {
         let mut bytes = ENVELOPE_BYTES;
         while let Some(next) = self.queue.front() {
             let size = next.json.len() + 1;
-            if events.len() == self.limits.flush_at || (!events.is_empty() && bytes + size > self.limits.max_batch_bytes) {
+            if events.len() == self.limits.flush_at
+                || (!events.is_empty() && bytes + size > self.limits.max_batch_bytes)
+            {
                 break;
             }
             bytes += size;
@@ -366,7 +385,13 @@ mod tests {
     use serde_json::Value;
 
     fn limits() -> Limits {
-        Limits { flush_at: 20, flush_interval_ms: 5000, max_batch_bytes: 48 * 1024, max_queue_events: 1000, retry: RetryPolicy::default() }
+        Limits {
+            flush_at: 20,
+            flush_interval_ms: 5000,
+            max_batch_bytes: 48 * 1024,
+            max_queue_events: 1000,
+            retry: RetryPolicy::default(),
+        }
     }
 
     fn event(n: usize, pad: usize) -> String {
@@ -461,16 +486,25 @@ mod tests {
         fill(&mut o, 3, 0, 0);
         let mut ids = ids();
         let first = o.next_send(0, Some(0), &mut ids).unwrap();
-        assert_eq!(o.on_answer(&first.batch_id, Some(500), None, 100, 0.5, &mut ids), Answer::RetryAt { at: 600, attempt: 1 });
+        assert_eq!(
+            o.on_answer(&first.batch_id, Some(500), None, 100, 0.5, &mut ids),
+            Answer::RetryAt { at: 600, attempt: 1 }
+        );
         assert!(o.next_send(599, None, &mut ids).is_none());
         let second = o.next_send(600, None, &mut ids).unwrap();
         assert_eq!((second.batch_id.as_str(), second.attempt), (first.batch_id.as_str(), 2));
         assert_eq!(ids_of(&second), ids_of(&first), "same event ids on every resend");
-        assert_eq!(o.on_answer(&second.batch_id, None, None, 700, 0.5, &mut ids), Answer::RetryAt { at: 1700, attempt: 2 });
+        assert_eq!(
+            o.on_answer(&second.batch_id, None, None, 700, 0.5, &mut ids),
+            Answer::RetryAt { at: 1700, attempt: 2 }
+        );
         // An explicit flush skips our own backoff, once.
         let third = o.next_send(800, Some(800), &mut ids).unwrap();
         assert_eq!(third.attempt, 3);
-        assert_eq!(o.on_answer(&third.batch_id, Some(502), None, 850, 0.5, &mut ids), Answer::RetryAt { at: 2850, attempt: 3 });
+        assert_eq!(
+            o.on_answer(&third.batch_id, Some(502), None, 850, 0.5, &mut ids),
+            Answer::RetryAt { at: 2850, attempt: 3 }
+        );
         assert!(o.next_send(860, Some(800), &mut ids).is_none(), "the same flush does not retry it again");
         let third = o.next_send(900, Some(900), &mut ids).unwrap();
         assert_eq!(third.attempt, 4, "a new flush does");
@@ -483,14 +517,20 @@ mod tests {
         fill(&mut o, 1, 0, 0);
         let mut ids = ids();
         let out = o.next_send(0, Some(0), &mut ids).unwrap();
-        assert_eq!(o.on_answer(&out.batch_id, Some(429), Some(2000), 10, 0.9, &mut ids), Answer::RetryAt { at: 2010, attempt: 1 });
+        assert_eq!(
+            o.on_answer(&out.batch_id, Some(429), Some(2000), 10, 0.9, &mut ids),
+            Answer::RetryAt { at: 2010, attempt: 1 }
+        );
         assert!(o.next_send(2009, Some(2009), &mut ids).is_none(), "flush waits for the server's Retry-After");
         assert!(o.next_send(2010, None, &mut ids).is_some());
         // Retry-After on a 500 is not an instruction we must follow.
         let mut o = Outbox::new(limits(), "pk");
         fill(&mut o, 1, 0, 0);
         let out = o.next_send(0, Some(0), &mut ids).unwrap();
-        assert_eq!(o.on_answer(&out.batch_id, Some(500), Some(90_000), 0, 0.5, &mut ids), Answer::RetryAt { at: 500, attempt: 1 });
+        assert_eq!(
+            o.on_answer(&out.batch_id, Some(500), Some(90_000), 0, 0.5, &mut ids),
+            Answer::RetryAt { at: 500, attempt: 1 }
+        );
     }
 
     #[test]
@@ -534,7 +574,9 @@ mod tests {
         assert_eq!(o.on_answer(&b.batch_id, Some(413), None, 0, 0.5, &mut ids), Answer::Split);
         let c = o.next_send(0, None, &mut ids).unwrap();
         assert_eq!(ids_of(&c), ["e2"]);
-        let Answer::Failed { events: 1, why } = o.on_answer(&c.batch_id, Some(413), None, 0, 0.5, &mut ids) else { panic!() };
+        let Answer::Failed { events: 1, why } = o.on_answer(&c.batch_id, Some(413), None, 0, 0.5, &mut ids) else {
+            panic!()
+        };
         assert!(why.contains("single event"));
         let d = o.next_send(0, None, &mut ids).unwrap();
         assert_eq!(ids_of(&d), ["e3", "e4"]);
@@ -548,7 +590,9 @@ mod tests {
         fill(&mut o, 4, 0, 0);
         let mut ids = ids();
         let out = o.next_send(0, Some(0), &mut ids).unwrap();
-        let Answer::Failed { events: 4, why } = o.on_answer(&out.batch_id, Some(400), None, 0, 0.5, &mut ids) else { panic!() };
+        let Answer::Failed { events: 4, why } = o.on_answer(&out.batch_id, Some(400), None, 0, 0.5, &mut ids) else {
+            panic!()
+        };
         assert!(why.contains("400"));
         assert_eq!(o.take_report(), Report { sent: 0, failed: 4, pending: 0, dropped: 0 });
         assert_eq!(o.take_report(), Report::default(), "a report covers what happened since the last one");
@@ -566,7 +610,11 @@ mod tests {
         assert_eq!(o.pending(), 10);
         o.on_answer(&inflight.batch_id, Some(202), None, 0, 0.5, &mut ids);
         let next = o.next_send(0, Some(0), &mut ids).unwrap();
-        assert_eq!(ids_of(&next), (12..17).map(|n| format!("e{n}")).collect::<Vec<_>>(), "the in-flight batch is never dropped");
+        assert_eq!(
+            ids_of(&next),
+            (12..17).map(|n| format!("e{n}")).collect::<Vec<_>>(),
+            "the in-flight batch is never dropped"
+        );
         assert_eq!(o.take_report(), Report { sent: 5, failed: 0, pending: 5, dropped: 7 });
     }
 

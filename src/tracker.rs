@@ -79,7 +79,10 @@ pub struct Session {
 /// What became of a tracking call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tracked {
-    Queued { id: String, push: Push },
+    Queued {
+        id: String,
+        push: Push,
+    },
     /// The user opted out; the event was not created.
     OptedOut,
 }
@@ -129,7 +132,13 @@ impl Tracker {
     }
 
     /// `track(name, properties)`: a custom event or a built-in one by name.
-    pub fn track(&mut self, name: &str, properties: Value, context: Context, env: &mut dyn Env) -> Result<Tracked, Error> {
+    pub fn track(
+        &mut self,
+        name: &str,
+        properties: Value,
+        context: Context,
+        env: &mut dyn Env,
+    ) -> Result<Tracked, Error> {
         events::check_name("event", name)?;
         let mut props = properties_object(properties).map_err(|e| e.within("properties"))?;
         events::check_properties(name, &mut props).map_err(|e| e.within("properties"))?;
@@ -138,7 +147,13 @@ impl Tracker {
 
     /// A typed helper (`shoutoutClicked(…)` and friends): the input object is
     /// the properties, and errors name its fields directly.
-    pub fn track_built_in(&mut self, name: &str, input: Value, context: Context, env: &mut dyn Env) -> Result<Tracked, Error> {
+    pub fn track_built_in(
+        &mut self,
+        name: &str,
+        input: Value,
+        context: Context,
+        env: &mut dyn Env,
+    ) -> Result<Tracked, Error> {
         let Value::Object(mut props) = input else {
             return Err(Error::invalid("", format!("expects an object, got {}", describe(&input))));
         };
@@ -147,7 +162,13 @@ impl Tracker {
     }
 
     /// `identify(userId, traits)`: remembers the user and sends `user.identified`.
-    pub fn identify(&mut self, user_id: Value, traits: Value, context: Context, env: &mut dyn Env) -> Result<Tracked, Error> {
+    pub fn identify(
+        &mut self,
+        user_id: Value,
+        traits: Value,
+        context: Context,
+        env: &mut dyn Env,
+    ) -> Result<Tracked, Error> {
         let user_id = match user_id {
             Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
             other => {
@@ -225,7 +246,9 @@ impl Tracker {
     fn touch_session(&mut self, now: i64, env: &mut dyn Env) -> String {
         let timeout = self.config.session_timeout_ms as i64;
         match &mut self.identity.session {
-            Some(s) if now - s.last_seen <= timeout && now >= s.last_seen - timeout => s.last_seen = s.last_seen.max(now),
+            Some(s) if now - s.last_seen <= timeout && now >= s.last_seen - timeout => {
+                s.last_seen = s.last_seen.max(now)
+            }
             slot => {
                 *slot = Some(Session { id: env.uuid_v7(), last_seen: now });
                 self.dirty = true;
@@ -274,13 +297,21 @@ pub(crate) mod tests {
     }
 
     fn tracker(env: &mut FakeEnv) -> Tracker {
-        let config = Config::from_options(&json!({"endpoint": "https://relay.example.com/v1/batch", "writeKey": "pk_live_demo"})).unwrap();
+        let config = Config::from_options(
+            &json!({"endpoint": "https://relay.example.com/v1/batch", "writeKey": "pk_live_demo"}),
+        )
+        .unwrap();
         Tracker::new(config, None, env)
     }
 
     fn context() -> Context {
         Context {
-            page: Some(Page { url: "https://app.example.com/".into(), path: "/".into(), referrer: String::new(), title: "App".into() }),
+            page: Some(Page {
+                url: "https://app.example.com/".into(),
+                path: "/".into(),
+                referrer: String::new(),
+                title: "App".into(),
+            }),
             user_agent: Some("test".into()),
             locale: Some("de-DE".into()),
             timezone: Some("Europe/Berlin".into()),
@@ -323,7 +354,8 @@ pub(crate) mod tests {
     fn built_in_helpers_match_the_golden_fixture_properties() {
         let env = &mut FakeEnv { now: 1_796_397_410_001, seed: 0 };
         let mut t = tracker(env);
-        let golden: Event = serde_json::from_str(include_str!("../tests/fixtures/events/survey_submitted_nps.json")).unwrap();
+        let golden: Event =
+            serde_json::from_str(include_str!("../tests/fixtures/events/survey_submitted_nps.json")).unwrap();
         t.track_built_in(
             "survey.submitted",
             json!({"surveyId": "nps-q3", "kind": "nps", "score": 9, "comment": "Love the new reports", "needsHelp": false}),
@@ -332,7 +364,10 @@ pub(crate) mod tests {
         )
         .unwrap();
         let e = sent_events(&mut t, env).remove(0);
-        assert_eq!((e.event.as_str(), &e.properties, &e.context), (golden.event.as_str(), &golden.properties, &golden.context));
+        assert_eq!(
+            (e.event.as_str(), &e.properties, &e.context),
+            (golden.event.as_str(), &golden.properties, &golden.context)
+        );
     }
 
     #[test]
@@ -343,11 +378,20 @@ pub(crate) mod tests {
             (t.track("", json!({}), context(), env), "event must be a non-empty string"),
             (t.track("ok", json!([1]), context(), env), "properties must be an object, got an array"),
             (t.track("ok", json!({"blob": "x".repeat(33_000)}), context(), env), "properties is too large"),
-            (t.track("survey.submitted", json!({"surveyId": "s", "kind": "nps", "score": 12}), context(), env), "properties.score must be"),
+            (
+                t.track("survey.submitted", json!({"surveyId": "s", "kind": "nps", "score": 12}), context(), env),
+                "properties.score must be",
+            ),
             (t.track_built_in("shoutout.clicked", json!({"action": "cta"}), context(), env), "shoutoutId is required"),
-            (t.track_built_in("shoutout.clicked", json!("spring"), context(), env), "expects an object, got \"spring\""),
+            (
+                t.track_built_in("shoutout.clicked", json!("spring"), context(), env),
+                "expects an object, got \"spring\"",
+            ),
             (t.identify(json!(""), json!({}), context(), env), "userId must be a non-empty string"),
-            (t.identify(json!({"id": 1}), json!({}), context(), env), "userId must be a non-empty string, got an object"),
+            (
+                t.identify(json!({"id": 1}), json!({}), context(), env),
+                "userId must be a non-empty string, got an object",
+            ),
             (t.identify(json!("u"), json!("pro"), context(), env), "traits must be an object"),
         ];
         for (result, want) in cases {

@@ -210,7 +210,9 @@ impl Event {
         if self.anonymous_id.is_none() && self.user_id.is_none() {
             return Err(Error::invalid("anonymousId", "is required when there is no userId"));
         }
-        for (field, id) in [("anonymousId", &self.anonymous_id), ("userId", &self.user_id), ("sessionId", &self.session_id)] {
+        for (field, id) in
+            [("anonymousId", &self.anonymous_id), ("userId", &self.user_id), ("sessionId", &self.session_id)]
+        {
             if let Some(id) = id {
                 events::check_id(field, Some(&Value::String(id.clone())))?;
             }

@@ -44,9 +44,9 @@ fn every_built_in_event_kind_has_a_valid_fixture() {
 fn the_golden_events_are_the_golden_batch() {
     let batch: Batch = serde_json::from_slice(&read(&fixtures().join("batch.json"))).unwrap();
     for event in &batch.events {
-        let found = std::fs::read_dir(fixtures().join("events")).unwrap().any(|entry| {
-            serde_json::from_slice::<Event>(&read(&entry.unwrap().path())).unwrap() == *event
-        });
+        let found = std::fs::read_dir(fixtures().join("events"))
+            .unwrap()
+            .any(|entry| serde_json::from_slice::<Event>(&read(&entry.unwrap().path())).unwrap() == *event);
         assert!(found, "event {} of batch.json has no fixture under events/", event.id);
     }
 }

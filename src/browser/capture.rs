@@ -82,12 +82,17 @@ fn from_click(e: &Event) -> Option<Captured> {
             None => "cta".into(),
         };
         let id = el.get_attribute("data-cuecast-shoutout")?;
-        return Some(Captured { event: events::SHOUTOUT_CLICKED, properties: json!({"shoutoutId": id, "action": action}) });
+        return Some(Captured {
+            event: events::SHOUTOUT_CLICKED,
+            properties: json!({"shoutoutId": id, "action": action}),
+        });
     }
     let el = target.closest("[data-cuecast-task]").ok()??;
     let mut props = Map::new();
     props.insert("taskId".into(), el.get_attribute("data-cuecast-task")?.into());
-    if let Some(list) = el.closest("[data-cuecast-checklist]").ok().flatten().and_then(|l| l.get_attribute("data-cuecast-checklist")) {
+    if let Some(list) =
+        el.closest("[data-cuecast-checklist]").ok().flatten().and_then(|l| l.get_attribute("data-cuecast-checklist"))
+    {
         props.insert("checklistId".into(), list.into());
     }
     Some(Captured { event: events::ONBOARDING_TASK_COMPLETED, properties: Value::Object(props) })
@@ -112,7 +117,10 @@ fn from_submit(e: &Event) -> Option<Captured> {
             "score" => {
                 // JS parses the number: Rust's float parser costs ~10 KB of wasm.
                 let n = js_sys::Number::parse_float(value.trim());
-                let score = if n.is_finite() && value.trim() == js_sys::Number::from(n).to_string_with_radix(10).ok().map(String::from).unwrap_or_default() {
+                let score = if n.is_finite()
+                    && value.trim()
+                        == js_sys::Number::from(n).to_string_with_radix(10).ok().map(String::from).unwrap_or_default()
+                {
                     serde_json::Number::from_f64(n).map(Value::Number)
                 } else {
                     None

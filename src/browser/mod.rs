@@ -79,7 +79,13 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
     let tracker = Tracker::new(config, stored, &mut env);
     let debug = tracker.config.debug;
     let auto_capture = tracker.config.auto_capture;
-    log(debug, &format!("ready: sending to {} (auto-capture {})", tracker.config.endpoint, if auto_capture { "on" } else { "off" }));
+    log(debug, || {
+        format!(
+            "ready: sending to {} (auto-capture {})",
+            tracker.config.endpoint,
+            if auto_capture { "on" } else { "off" }
+        )
+    });
     let inner = Rc::new(RefCell::new(Inner {
         context: StaticContext::read(&window),
         tracker,
@@ -152,7 +158,7 @@ impl Client {
         let Inner { tracker, env, .. } = &mut *inner;
         tracker.reset(env);
         inner.persist_identity();
-        log(inner.tracker.config.debug, "reset: new anonymous id, user forgotten");
+        log(inner.tracker.config.debug, || "reset: new anonymous id, user forgotten".into());
     }
 
     /// Stops tracking and drops waiting events; remembered across page loads.
@@ -161,7 +167,7 @@ impl Client {
         let mut inner = self.inner.borrow_mut();
         let dropped = inner.tracker.opt_out();
         inner.persist_identity();
-        log(inner.tracker.config.debug, &format!("opted out: {dropped} waiting events dropped"));
+        log(inner.tracker.config.debug, || format!("opted out: {dropped} waiting events dropped"));
     }
 
     #[wasm_bindgen(js_name = optIn)]
@@ -180,7 +186,12 @@ impl Client {
             send_loop(inner.clone(), Some(since)).await;
             let mut state = inner.borrow_mut();
             let report = state.tracker.outbox.take_report();
-            log(state.tracker.config.debug, &format!("flush: {report:?}"));
+            log(state.tracker.config.debug, || {
+                format!(
+                    "flush: sent {}, failed {}, pending {}, dropped {}",
+                    report.sent, report.failed, report.pending, report.dropped
+                )
+            });
             serde_wasm_bindgen::to_value(&report).map_err(JsValue::from)
         })
     }
@@ -211,13 +222,11 @@ impl Client {
 /// Schedules sending after an event was queued; returns its id.
 fn after_track(rc: &Rc<RefCell<Inner>>, tracked: Tracked) -> Option<String> {
     let Tracked::Queued { id, push } = tracked else {
-        log(rc.borrow().tracker.config.debug, "opted out: event not tracked");
+        log(rc.borrow().tracker.config.debug, || "opted out: event not tracked".into());
         return None;
     };
     let mut inner = rc.borrow_mut();
-    if inner.tracker.config.debug {
-        log(true, &format!("queued {id} ({} waiting)", inner.tracker.outbox.pending()));
-    }
+    log(inner.tracker.config.debug, || format!("queued {id} ({} waiting)", inner.tracker.outbox.pending()));
     match push {
         Push::SendNow if !inner.sending && !inner.tracker.outbox.in_flight() => {
             inner.sending = true;
@@ -271,7 +280,7 @@ async fn send_loop(rc: Rc<RefCell<Inner>>, flush_since: Option<i64>) {
             }
             break;
         };
-        log(debug, &format!("sending batch {} ({} events, attempt {})", out.batch_id, out.events, out.attempt));
+        log(debug, || format!("sending batch {} ({} events, attempt {})", out.batch_id, out.events, out.attempt));
         let reply = transport::post(&endpoint, out.body.clone(), REQUEST_TIMEOUT_MS).await;
         on_reply(&rc, &out, reply);
     }
@@ -288,17 +297,20 @@ fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {
     let retry_after = reply.retry_after.as_deref().and_then(|v| parse_retry_after(v, now));
     let unit = env.unit();
     let mut fresh = vec![env.uuid_v7(), env.uuid_v7()];
-    let answer = tracker.outbox.on_answer(&out.batch_id, reply.status, retry_after, now, unit, &mut || fresh.pop().unwrap_or_default());
+    let answer = tracker
+        .outbox
+        .on_answer(&out.batch_id, reply.status, retry_after, now, unit, &mut || fresh.pop().unwrap_or_default());
     let debug = tracker.config.debug;
-    let status = reply.status.map_or("network error".to_string(), |s| s.to_string());
+    let status = || reply.status.map_or("network error".to_string(), |s| s.to_string());
     match answer {
-        Answer::Delivered { events } => log(debug, &format!("delivered batch {} ({events} events)", out.batch_id)),
-        Answer::RetryAt { at, attempt } => log(
-            debug,
-            &format!("batch {} got {status}; retry {} in {} ms", out.batch_id, attempt + 1, at - now),
-        ),
-        Answer::Split => log(debug, &format!("batch {} too large (413): split in halves", out.batch_id)),
-        Answer::Failed { events, why } => log(debug, &format!("dropped batch {} ({events} events): {why}", out.batch_id)),
+        Answer::Delivered { events } => log(debug, || format!("delivered batch {} ({events} events)", out.batch_id)),
+        Answer::RetryAt { at, attempt } => {
+            log(debug, || format!("batch {} got {}; retry {} in {} ms", out.batch_id, status(), attempt + 1, at - now))
+        }
+        Answer::Split => log(debug, || format!("batch {} too large (413): split in halves", out.batch_id)),
+        Answer::Failed { events, why } => {
+            log(debug, || format!("dropped batch {} ({events} events): {why}", out.batch_id))
+        }
         Answer::Unknown => {}
     }
     inner.answers += 1;
@@ -359,7 +371,9 @@ impl Inner {
     fn persist_identity(&mut self) {
         if let Some(identity) = self.tracker.take_dirty_identity() {
             if !self.store.save(IDENTITY_KEY, identity) {
-                log(self.tracker.config.debug, "could not store the identity (storage unavailable); it lasts for this page only");
+                log(self.tracker.config.debug, || {
+                    "could not store the identity (storage unavailable); it lasts for this page only".into()
+                });
             }
         }
     }

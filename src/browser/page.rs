@@ -46,17 +46,13 @@ pub struct StaticContext {
 impl StaticContext {
     pub fn read(window: &Window) -> Self {
         let navigator = window.navigator();
-        let resolved = js_sys::Intl::DateTimeFormat::new(&js_sys::Array::new(), &js_sys::Object::new()).resolved_options();
+        let resolved =
+            js_sys::Intl::DateTimeFormat::new(&js_sys::Array::new(), &js_sys::Object::new()).resolved_options();
         let timezone = js_sys::Reflect::get(&resolved, &"timeZone".into()).ok().and_then(|v| v.as_string());
         let screen = window.screen().ok().and_then(|s| {
             Some(Screen { width: s.width().ok()?.max(0) as u32, height: s.height().ok()?.max(0) as u32 })
         });
-        StaticContext {
-            user_agent: navigator.user_agent().ok(),
-            locale: navigator.language(),
-            timezone,
-            screen,
-        }
+        StaticContext { user_agent: navigator.user_agent().ok(), locale: navigator.language(), timezone, screen }
     }
 
     /// The full context of an event tracked now: the page may have changed
@@ -106,9 +102,9 @@ impl Store {
     }
 }
 
-/// Logs to the console when `debug` is on.
-pub fn log(debug: bool, message: &str) {
+/// Logs to the console when `debug` is on; the message is only built then.
+pub fn log(debug: bool, message: impl FnOnce() -> String) {
     if debug {
-        web_sys::console::log_2(&JsValue::from_str("[cuecast]"), &JsValue::from_str(message));
+        web_sys::console::log_2(&JsValue::from_str("[cuecast]"), &JsValue::from_str(&message()));
     }
 }

@@ -48,7 +48,8 @@ pub fn build(tools: &Tools) -> Result<PathBuf> {
 /// version in every event's `context.library`.
 fn check_versions(pkg: &std::path::Path) -> Result {
     let manifest = std::fs::read_to_string(root().join("Cargo.toml")).map_err(|e| e.to_string())?;
-    let crate_version = manifest.lines().find_map(|l| l.strip_prefix("version = \"")?.strip_suffix('"')).ok_or("no version")?;
+    let crate_version =
+        manifest.lines().find_map(|l| l.strip_prefix("version = \"")?.strip_suffix('"')).ok_or("no version")?;
     let package = std::fs::read_to_string(pkg.join("package.json")).map_err(|e| e.to_string())?;
     if !package.contains(&format!("\"version\": \"{crate_version}\"")) {
         return Err(format!("pkg-template/package.json's version differs from the crate's ({crate_version})"));

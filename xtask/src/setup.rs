@@ -50,7 +50,9 @@ fn wasm_bindgen_cli() -> Result<PathBuf> {
         return Ok(bin);
     }
     step(&format!("installing wasm-bindgen-cli {version} (about 3 minutes)"));
-    run(Command::new(cargo()).args(["install", "wasm-bindgen-cli", "--force", "--version"]).arg(format!("={version}")))?;
+    run(Command::new(cargo())
+        .args(["install", "wasm-bindgen-cli", "--force", "--version"])
+        .arg(format!("={version}")))?;
     Ok(bin)
 }
 
@@ -79,7 +81,8 @@ fn chromium() -> Result<PathBuf> {
 /// binaryen's wasm-opt 132 (Debian's 108 produces modules that fail in Chromium).
 fn npm_tools() -> Result {
     let dir = root().join("tests/browser");
-    let ready = ["playwright-core", "binaryen"].iter().all(|p| dir.join("node_modules").join(p).join("package.json").exists());
+    let ready =
+        ["playwright-core", "binaryen"].iter().all(|p| dir.join("node_modules").join(p).join("package.json").exists());
     if ready {
         return Ok(());
     }
