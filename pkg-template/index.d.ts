@@ -45,10 +45,11 @@ export interface ShoutoutClicked extends Properties {
   action?: "cta" | "dismiss" | "link";
 }
 
-export interface SurveyAnswer {
+// A type alias, not an interface: only aliases fit the `Properties` index signature.
+export type SurveyAnswer = {
   questionId: string;
   answer: string | number | boolean | null | Array<string | number>;
-}
+};
 
 export interface SurveySubmitted extends Properties {
   surveyId: string;

@@ -77,15 +77,21 @@ fn chromium() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// playwright-core (drives Debian's Chromium; downloads no browser) and
-/// binaryen's wasm-opt 132 (Debian's 108 produces modules that fail in Chromium).
+/// The npm tools pinned in `tests/browser/package.json`: playwright-core
+/// (drives Debian's Chromium; downloads no browser), binaryen's wasm-opt 132
+/// (Debian's 108 produces modules that fail in Chromium) and TypeScript (to
+/// check the shipped declarations).
 fn npm_tools() -> Result {
     let dir = root().join("tests/browser");
-    let ready =
-        ["playwright-core", "binaryen"].iter().all(|p| dir.join("node_modules").join(p).join("package.json").exists());
-    if ready {
+    let manifest =
+        std::fs::read_to_string(dir.join("package.json")).map_err(|e| format!("tests/browser/package.json: {e}"))?;
+    let deps = manifest.split("\"devDependencies\"").nth(1).and_then(|rest| rest.split('}').next()).unwrap_or_default();
+    let names = deps.lines().filter_map(|l| l.trim().strip_prefix('"')?.split('"').next());
+    let mut missing =
+        names.filter(|name| !dir.join("node_modules").join(name).join("package.json").exists()).peekable();
+    if missing.peek().is_none() {
         return Ok(());
     }
-    step("installing npm tools (playwright-core, binaryen)");
+    step("installing npm tools (npm ci in tests/browser)");
     run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir))
 }
