@@ -127,7 +127,7 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), Error> {
     let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
     match host {
         Some(h) if !h.is_empty() && !h.starts_with(':') && !endpoint.contains(char::is_whitespace) => Ok(()),
-        _ => Err(Error::invalid("endpoint", format!("must be an http:// or https:// URL, got {endpoint:?}"))),
+        _ => Err(Error::invalid("endpoint", format!("must be an http:// or https:// URL, got {}", describe(&Value::from(endpoint))))),
     }
 }
 

@@ -210,7 +210,8 @@ pub(crate) fn describe(v: &Value) -> String {
         // ~20 KB of float-printing code into the browser bundle.
         Value::Number(n) => serde_json::to_string(n).unwrap_or_default(),
         Value::String(s) if s.chars().count() > 40 => "a long string".into(),
-        Value::String(s) => format!("{s:?}"),
+        // Quoted as JSON, the notation a JS developer reads.
+        Value::String(_) => serde_json::to_string(v).unwrap_or_default(),
         Value::Array(_) => "an array".into(),
         Value::Object(_) => "an object".into(),
     }
