@@ -72,6 +72,8 @@ impl Config {
         let endpoint = required_string(opts, "endpoint")?;
         check_endpoint(&endpoint)?;
         let write_key = required_string(opts, "writeKey")?;
+        // The relay's rule for ids, checked here so a bad key fails at init, not at every send.
+        crate::events::check_id("writeKey", Some(&Value::from(write_key.as_str())))?;
         let retry = match opts.get("retry") {
             None | Some(Value::Null) => RetryPolicy::default(),
             Some(Value::Object(r)) => retry_policy(r).map_err(|e| e.within("retry"))?,
@@ -100,8 +102,9 @@ fn retry_policy(r: &Map<String, Value>) -> Result<RetryPolicy, Error> {
     }
     let defaults = RetryPolicy::default();
     let policy = RetryPolicy {
-        min_delay_ms: number(r, "minDelay", 0, 3_600_000)?.unwrap_or(defaults.min_delay_ms),
-        max_delay_ms: number(r, "maxDelay", 0, 86_400_000)?.unwrap_or(defaults.max_delay_ms),
+        // At least 100 ms: retrying faster only hammers a relay that is struggling.
+        min_delay_ms: number(r, "minDelay", 100, 3_600_000)?.unwrap_or(defaults.min_delay_ms),
+        max_delay_ms: number(r, "maxDelay", 100, 86_400_000)?.unwrap_or(defaults.max_delay_ms),
         jitter: match r.get("jitter") {
             None => defaults.jitter,
             Some(v) => match v.as_f64() {
@@ -127,7 +130,10 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), Error> {
     let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
     match host {
         Some(h) if !h.is_empty() && !h.starts_with(':') && !endpoint.contains(char::is_whitespace) => Ok(()),
-        _ => Err(Error::invalid("endpoint", format!("must be an http:// or https:// URL, got {}", describe(&Value::from(endpoint))))),
+        _ => Err(Error::invalid(
+            "endpoint",
+            format!("must be an http:// or https:// URL, got {}", describe(&Value::from(endpoint))),
+        )),
     }
 }
 
@@ -181,11 +187,11 @@ mod tests {
     fn options_override_defaults() {
         let c = Config::from_options(&json!({
             "endpoint": "http://127.0.0.1:9/b", "writeKey": "k", "flushAt": 1, "flushInterval": 0,
-            "autoCapture": false, "debug": true, "retry": {"minDelay": 10, "maxDelay": 20, "jitter": 0}
+            "autoCapture": false, "debug": true, "retry": {"minDelay": 100, "maxDelay": 200, "jitter": 0}
         }))
         .unwrap();
         assert_eq!((c.flush_at, c.flush_interval_ms, c.auto_capture, c.debug), (1, 0, false, true));
-        assert_eq!((c.retry.min_delay_ms, c.retry.max_delay_ms, c.retry.jitter), (10, 20, 0.0));
+        assert_eq!((c.retry.min_delay_ms, c.retry.max_delay_ms, c.retry.jitter), (100, 200, 0.0));
     }
 
     #[test]
@@ -208,6 +214,14 @@ mod tests {
         assert_eq!(
             err(json!({"endpoint": "https://r.example", "writeKey": "k", "flushAt": 0})),
             "flushAt must be an integer from 1 to 1000, got 0"
+        );
+        assert_eq!(
+            err(json!({"endpoint": "https://r.example", "writeKey": "k", "retry": {"minDelay": 0}})),
+            "retry.minDelay must be an integer from 100 to 3600000, got 0"
+        );
+        assert_eq!(
+            err(json!({"endpoint": "https://r.example", "writeKey": "k".repeat(201)})),
+            "writeKey must be at most 200 characters, got 201"
         );
         assert_eq!(
             err(json!({"endpoint": "https://r.example", "writeKey": "k", "retry": {"jitter": 2}})),

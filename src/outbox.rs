@@ -68,6 +68,10 @@ pub enum Answer {
         events: usize,
         why: String,
     },
+    /// Dropped unsent after the user opted out while it was in flight.
+    Dropped {
+        events: usize,
+    },
     /// No batch in flight has this id (a stale answer); nothing changed.
     Unknown,
 }
@@ -133,6 +137,8 @@ pub struct Outbox {
     /// Formed batches, oldest first; only the front one is ever in flight.
     batches: VecDeque<Formed>,
     report: Report,
+    /// Opted out: nothing new is queued and nothing is retried.
+    stopped: bool,
 }
 
 impl Outbox {
@@ -144,14 +150,22 @@ impl Outbox {
             queued_bytes: 0,
             batches: VecDeque::new(),
             report: Report::default(),
+            stopped: false,
         }
     }
 
     /// Queues an event given as its JSON (see [`crate::wire::Event`]). When
-    /// the outbox is full the oldest waiting event is dropped (and counted)
-    /// to make room.
-    pub fn push(&mut self, event_json: String, now: i64) -> Push {
-        while self.pending() >= self.limits.max_queue_events && self.drop_oldest() {}
+    /// the outbox is full the oldest waiting events are dropped (and counted)
+    /// to make room; the second value says how many.
+    pub fn push(&mut self, event_json: String, now: i64) -> (Push, usize) {
+        let mut dropped = 0;
+        while self.pending() >= self.limits.max_queue_events && self.drop_oldest() {
+            dropped += 1;
+        }
+        (self.push_kept(event_json, now), dropped)
+    }
+
+    fn push_kept(&mut self, event_json: String, now: i64) -> Push {
         self.queued_bytes += event_json.len() + 1;
         self.queue.push_back(Queued { json: event_json, queued_at: now });
         if self.queue.len() >= self.limits.flush_at || self.queued_bytes + ENVELOPE_BYTES >= self.limits.max_batch_bytes
@@ -202,13 +216,16 @@ impl Outbox {
         let front = self.batches.front_mut()?;
         match front.state {
             State::InFlight => return None,
-            State::Waiting { until, server } if now < until => {
-                let tried_in_this_flush = flush_since.is_none_or(|since| front.last_sent_at >= since);
-                if server || tried_in_this_flush {
+            State::Waiting { until, server } => {
+                // A flush tries each batch once; after that, the schedule decides
+                // (a flush against a dead or slow relay must end).
+                let tried_in_this_flush = flush_since.is_some_and(|since| front.last_sent_at >= since);
+                let early = now < until && (server || flush_since.is_none());
+                if tried_in_this_flush || early {
                     return None;
                 }
             }
-            _ => {}
+            State::Ready => {}
         }
         front.state = State::InFlight;
         front.attempt += 1;
@@ -264,7 +281,13 @@ impl Outbox {
             return Answer::Unknown;
         }
         let events = front.events.len();
-        match classify(status) {
+        let verdict = classify(status);
+        if self.stopped && verdict != Verdict::Delivered && verdict != Verdict::Reject {
+            self.batches.pop_front();
+            self.report.dropped += events as u64;
+            return Answer::Dropped { events };
+        }
+        match verdict {
             Verdict::Delivered => {
                 self.batches.pop_front();
                 self.report.sent += events as u64;
@@ -332,13 +355,20 @@ impl Outbox {
         self.queue.len() + self.batches.iter().map(|b| b.events.len()).sum::<usize>()
     }
 
-    /// Drops everything not in flight (opt-out), counting it as dropped.
-    pub fn drop_waiting(&mut self) -> usize {
+    /// Opt-out: drops everything not in flight (counted as dropped), and the
+    /// batch in flight too unless its answer says it was delivered.
+    pub fn stop(&mut self) -> usize {
+        self.stopped = true;
         let mut dropped = 0;
         while self.drop_oldest() {
             dropped += 1;
         }
         dropped
+    }
+
+    /// Opt-in again after [`Outbox::stop`].
+    pub fn resume(&mut self) {
+        self.stopped = false;
     }
 
     /// Counts since the previous report, with the current pending count.
@@ -417,7 +447,7 @@ mod tests {
     fn fill(o: &mut Outbox, count: usize, pad: usize, now: i64) -> Push {
         let mut last = Push::SendAt(0);
         for n in 0..count {
-            last = o.push(event(n, pad), now);
+            last = o.push(event(n, pad), now).0;
         }
         last
     }
@@ -427,7 +457,7 @@ mod tests {
         let mut o = Outbox::new(limits(), "pk");
         assert_eq!(fill(&mut o, 19, 0, 1000), Push::SendAt(6000));
         assert_eq!(o.next_send(1000, None, &mut ids()), None, "19 events wait for the timer");
-        assert_eq!(o.push(event(19, 0), 1001), Push::SendNow);
+        assert_eq!(o.push(event(19, 0), 1001), (Push::SendNow, 0));
         let out = o.next_send(1001, None, &mut ids()).unwrap();
         assert_eq!((out.events, out.attempt), (20, 1));
         let batch: Batch = serde_json::from_str(&out.body).unwrap();
@@ -448,7 +478,7 @@ mod tests {
     #[test]
     fn flushes_before_the_body_reaches_48_kb() {
         let mut o = Outbox::new(limits(), "pk");
-        let pushes: Vec<Push> = (0..6).map(|n| o.push(event(n, 10_000), 0)).collect();
+        let pushes: Vec<Push> = (0..6).map(|n| o.push(event(n, 10_000), 0).0).collect();
         let first_now = pushes.iter().position(|p| *p == Push::SendNow).unwrap();
         assert_eq!(first_now, 4, "the fifth ~11 KB event passes the 48 KB threshold");
         let mut ids = ids();
@@ -506,6 +536,7 @@ mod tests {
             Answer::RetryAt { at: 2850, attempt: 3 }
         );
         assert!(o.next_send(860, Some(800), &mut ids).is_none(), "the same flush does not retry it again");
+        assert!(o.next_send(3000, Some(800), &mut ids).is_none(), "not even once its wait has passed");
         let third = o.next_send(900, Some(900), &mut ids).unwrap();
         assert_eq!(third.attempt, 4, "a new flush does");
         assert_eq!(o.on_answer(&third.batch_id, Some(202), None, 900, 0.5, &mut ids), Answer::Delivered { events: 3 });
@@ -604,9 +635,8 @@ mod tests {
         fill(&mut o, 5, 0, 0);
         let mut ids = ids();
         let inflight = o.next_send(0, Some(0), &mut ids).unwrap();
-        for n in 5..17 {
-            o.push(event(n, 0), 0);
-        }
+        let dropped: usize = (5..17).map(|n| o.push(event(n, 0), 0).1).sum();
+        assert_eq!(dropped, 7, "push says how many it dropped");
         assert_eq!(o.pending(), 10);
         o.on_answer(&inflight.batch_id, Some(202), None, 0, 0.5, &mut ids);
         let next = o.next_send(0, Some(0), &mut ids).unwrap();
@@ -616,6 +646,22 @@ mod tests {
             "the in-flight batch is never dropped"
         );
         assert_eq!(o.take_report(), Report { sent: 5, failed: 0, pending: 5, dropped: 7 });
+    }
+
+    #[test]
+    fn opting_out_drops_the_batch_in_flight_instead_of_retrying_it() {
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 3, 0, 0);
+        let mut ids = ids();
+        let out = o.next_send(0, Some(0), &mut ids).unwrap();
+        fill(&mut o, 2, 0, 1);
+        assert_eq!(o.stop(), 2, "waiting events are dropped at once");
+        assert_eq!(o.on_answer(&out.batch_id, Some(503), None, 5, 0.5, &mut ids), Answer::Dropped { events: 3 });
+        assert_eq!(o.take_report(), Report { sent: 0, failed: 0, pending: 0, dropped: 5 });
+        o.resume();
+        fill(&mut o, 1, 0, 10);
+        let out = o.next_send(10, Some(10), &mut ids).unwrap();
+        assert!(matches!(o.on_answer(&out.batch_id, Some(503), None, 10, 0.5, &mut ids), Answer::RetryAt { .. }));
     }
 
     #[test]

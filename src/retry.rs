@@ -37,10 +37,11 @@ impl RetryPolicy {
     /// Delay before attempt `attempt + 1`, after `attempt` failed attempts
     /// (1-based). `unit` is uniform in `[0, 1)`. A server-given wait wins,
     /// capped at `max_retry_after_ms`, and is not jittered: the server asked
-    /// for that moment.
+    /// for that moment. It is never shorter than `min_delay_ms`, so
+    /// `Retry-After: 0` (or a date already past) cannot start a resend storm.
     pub fn delay_ms(&self, attempt: u32, retry_after_ms: Option<u64>, unit: f64) -> u64 {
         if let Some(wait) = retry_after_ms {
-            return wait.min(self.max_retry_after_ms);
+            return wait.min(self.max_retry_after_ms).max(self.min_delay_ms);
         }
         let doublings = attempt.saturating_sub(1).min(30);
         let base = self.min_delay_ms.saturating_mul(1 << doublings).min(self.max_delay_ms) as f64;
@@ -138,7 +139,7 @@ mod tests {
     fn retry_after_wins_and_is_capped() {
         let p = RetryPolicy::default();
         assert_eq!(p.delay_ms(1, Some(2_000), 0.9), 2_000);
-        assert_eq!(p.delay_ms(1, Some(0), 0.9), 0);
+        assert_eq!(p.delay_ms(1, Some(0), 0.9), 500, "Retry-After: 0 still waits the minimum delay");
         assert_eq!(p.delay_ms(1, Some(3_600_000), 0.9), 300_000);
     }
 

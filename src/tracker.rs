@@ -55,13 +55,19 @@ impl Identity {
     /// rather than derived: serde's deserialiser would add ~30 KB to the
     /// browser bundle for this one small object.
     pub fn from_json(v: &Value) -> Option<Identity> {
-        let anonymous_id = v.get("anonymousId")?.as_str().filter(|s| !s.is_empty())?.to_string();
-        let session = v.get("session").and_then(|s| {
-            Some(Session { id: s.get("id")?.as_str()?.to_string(), last_seen: s.get("lastSeen")?.as_i64()? })
-        });
+        // Only ids the relay would accept: a corrupt one would fail every batch.
+        let id = |v: Option<&Value>| events::check_id("", v).ok().and_then(|()| Some(v?.as_str()?.to_string()));
+        let anonymous_id = id(v.get("anonymousId"))?;
+        let user_id = match v.get("userId") {
+            None | Some(Value::Null) => None,
+            some => Some(id(some)?),
+        };
+        let session = v
+            .get("session")
+            .and_then(|s| Some(Session { id: id(s.get("id"))?, last_seen: s.get("lastSeen")?.as_i64()? }));
         Some(Identity {
             anonymous_id,
-            user_id: v.get("userId").and_then(Value::as_str).map(str::to_string),
+            user_id,
             traits: v.get("traits").and_then(Value::as_object).cloned().unwrap_or_default(),
             session,
             opted_out: v.get("optedOut").and_then(Value::as_bool).unwrap_or(false),
@@ -79,10 +85,8 @@ pub struct Session {
 /// What became of a tracking call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tracked {
-    Queued {
-        id: String,
-        push: Push,
-    },
+    /// `dropped`: older events dropped to make room (the outbox was full).
+    Queued { id: String, push: Push, dropped: usize },
     /// The user opted out; the event was not created.
     OptedOut,
 }
@@ -180,15 +184,28 @@ impl Tracker {
         if self.identity.opted_out {
             return Ok(Tracked::OptedOut);
         }
+        // Applied only if the event is queued: a rejected identify changes nothing.
+        let before = self.identity.clone();
         if self.identity.user_id.as_deref() != Some(&user_id) {
             // A different user: their traits are not the previous user's.
             self.identity.traits.clear();
         }
         self.identity.user_id = Some(user_id);
         self.identity.traits.extend(traits);
-        self.dirty = true;
         let traits = self.identity.traits.clone();
-        self.enqueue(events::USER_IDENTIFIED, Map::new(), traits, context, env)
+        match self.enqueue(events::USER_IDENTIFIED, Map::new(), traits, context, env) {
+            Ok(tracked) => {
+                self.dirty = true;
+                Ok(tracked)
+            }
+            Err(e) => {
+                self.identity = before;
+                Err(match e {
+                    Error::TooLarge { size, limit, .. } => Error::TooLarge { field: "traits".into(), size, limit },
+                    other => other,
+                })
+            }
+        }
     }
 
     /// `reset()`: forgets the user (logout): new anonymous id, new session.
@@ -200,16 +217,32 @@ impl Tracker {
         self.dirty = true;
     }
 
+    /// Takes over an identity another tab of the same origin just stored:
+    /// an opt-out, opt-in, login or logout there holds here too. Not marked
+    /// for saving: it came from storage.
+    pub fn adopt(&mut self, stored: Identity) {
+        match (stored.opted_out, self.identity.opted_out) {
+            (true, false) => {
+                self.outbox.stop();
+            }
+            (false, true) => self.outbox.resume(),
+            _ => {}
+        }
+        self.persisted_last_seen = stored.session.as_ref().map_or(0, |s| s.last_seen);
+        self.identity = stored;
+    }
+
     /// `optOut()`: stops tracking and drops what waits (counted as dropped).
     pub fn opt_out(&mut self) -> usize {
         self.identity.opted_out = true;
         self.dirty = true;
-        self.outbox.drop_waiting()
+        self.outbox.stop()
     }
 
     pub fn opt_in(&mut self) {
         self.identity.opted_out = false;
         self.dirty = true;
+        self.outbox.resume();
     }
 
     fn enqueue(
@@ -239,7 +272,8 @@ impl Tracker {
         if json.len() > MAX_EVENT_BYTES {
             return Err(Error::TooLarge { field: "properties".into(), size: json.len(), limit: MAX_EVENT_BYTES });
         }
-        Ok(Tracked::Queued { id: event.id, push: self.outbox.push(json, now) })
+        let (push, dropped) = self.outbox.push(json, now);
+        Ok(Tracked::Queued { id: event.id, push, dropped })
     }
 
     /// The current session id, rotated after `session_timeout_ms` without events.
@@ -393,6 +427,7 @@ pub(crate) mod tests {
                 "userId must be a non-empty string, got an object",
             ),
             (t.identify(json!("u"), json!("pro"), context(), env), "traits must be an object"),
+            (t.identify(json!("bob"), json!({"blob": "x".repeat(33_000)}), context(), env), "traits is too large"),
         ];
         for (result, want) in cases {
             let msg = result.unwrap_err().to_string();
@@ -400,6 +435,8 @@ pub(crate) mod tests {
         }
         assert_eq!(t.outbox.pending(), 0);
         assert_eq!(t.identity().user_id, None, "a rejected identify changes nothing");
+        assert!(t.identity().traits.is_empty());
+        assert!(t.take_dirty_identity().is_some_and(|i| i.user_id.is_none()));
     }
 
     #[test]
@@ -438,7 +475,16 @@ pub(crate) mod tests {
         let stored = Identity::from_json(&serde_json::to_value(&stored).unwrap()).expect("reads what it wrote");
         assert_eq!(stored.user_id.as_deref(), Some("user-42"));
         assert!(stored.session.is_some());
-        for junk in [json!(null), json!({}), json!({"anonymousId": ""}), json!([1])] {
+        let long = "x".repeat(201);
+        for junk in [
+            json!(null),
+            json!({}),
+            json!({"anonymousId": ""}),
+            json!([1]),
+            json!({"anonymousId": long}),
+            json!({"anonymousId": "a", "userId": long}),
+            json!({"anonymousId": "a", "userId": 5}),
+        ] {
             assert_eq!(Identity::from_json(&junk), None, "{junk}");
         }
         let reloaded = Tracker::new(t.config.clone(), Some(stored.clone()), env);
@@ -448,6 +494,26 @@ pub(crate) mod tests {
         assert_eq!((after.user_id, after.traits.len(), after.session), (None, 0, None));
         assert_ne!(after.anonymous_id, stored.anonymous_id);
         assert!(t.take_dirty_identity().is_some());
+    }
+
+    #[test]
+    fn another_tabs_opt_out_and_logout_are_adopted() {
+        let env = &mut FakeEnv { now: 0, seed: 0 };
+        let mut a = tracker(env);
+        a.identify(json!("user-1"), Value::Null, context(), env).unwrap();
+        let mut b = Tracker::new(a.config.clone(), a.take_dirty_identity().cloned(), env);
+        b.track("queued-in-b", Value::Null, Context::default(), env).unwrap();
+        a.opt_out();
+        b.adopt(a.take_dirty_identity().cloned().unwrap());
+        assert_eq!(b.track("x", Value::Null, Context::default(), env).unwrap(), Tracked::OptedOut);
+        assert_eq!(b.outbox.take_report().dropped, 1, "what b had queued is dropped too");
+        assert!(b.take_dirty_identity().is_none(), "an adopted identity is not written back");
+        a.opt_in();
+        a.reset(env);
+        b.adopt(a.take_dirty_identity().cloned().unwrap());
+        assert!(matches!(b.track("y", Value::Null, Context::default(), env).unwrap(), Tracked::Queued { .. }));
+        assert_eq!(b.identity().user_id, None);
+        assert_eq!(b.identity().anonymous_id, a.identity().anonymous_id);
     }
 
     #[test]

@@ -1,6 +1,8 @@
-// cargo xtask demo: the demo page on http://127.0.0.1:8080 and, standing in
-// for the relay until it is configured, a receiver on 127.0.0.1:8686 that
-// prints every batch that arrives. Ctrl-C stops it.
+// cargo xtask demo: the demo page on http://127.0.0.1:8080 and a receiver
+// that prints what arrives. With DEMO_RELAY set (xtask starts the relay) the
+// page sends to the relay and the receiver on 127.0.0.1:8687 prints the
+// webhook requests the relay delivers; without it, the receiver stands in for
+// the relay on 127.0.0.1:8686 and prints the batches. Ctrl-C stops it.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -29,7 +31,19 @@ http.createServer((req, res) => {
   serveFile(res, path.join(here, "index.html"));
 }).listen(PAGE_PORT, "127.0.0.1", () => console.log(`demo page:  http://127.0.0.1:${PAGE_PORT}/`));
 
-if (!process.env.DEMO_RELAY) {
+if (process.env.DEMO_RELAY) {
+  const port = Number(process.env.DEMO_WEBHOOK_PORT ?? 8687);
+  http.createServer((req, res) => {
+    let raw = "";
+    req.on("data", (c) => (raw += c));
+    req.on("end", () => {
+      const signed = req.headers["webhook-signature"] ? `  signed ${req.headers["webhook-signature"].slice(0, 18)}…` : "";
+      console.log(`\nwebhook ${req.method} ${req.url}  (webhook-id ${req.headers["webhook-id"]})${signed}`);
+      if (raw) console.log(`  ${raw.length > 400 ? raw.slice(0, 400) + "…" : raw}`);
+      res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+    });
+  }).listen(port, "127.0.0.1", () => console.log(`webhooks:   http://127.0.0.1:${port}/ (prints what the relay delivers)`));
+} else {
   http.createServer((req, res) => {
     const cors = { "access-control-allow-origin": req.headers.origin ?? "*", "access-control-expose-headers": "Retry-After" };
     if (req.method === "OPTIONS") return res.writeHead(204, { ...cors, "access-control-allow-headers": "content-type" }).end();

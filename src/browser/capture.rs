@@ -15,10 +15,10 @@
 //!   `[data-cuecast-ignore]`, are never captured.
 
 use serde_json::{json, Map, Value};
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{Document, Element, Event, HtmlFormElement, HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement};
 
+use super::page::Listener;
 use crate::events;
 
 /// A captured interaction, ready for the tracker's typed path.
@@ -30,35 +30,25 @@ pub struct Captured {
 /// The installed listeners; dropping this removes them.
 #[must_use]
 pub struct Listeners {
-    document: Document,
-    click: Closure<dyn FnMut(Event)>,
-    submit: Closure<dyn FnMut(Event)>,
+    _click: Listener,
+    _submit: Listener,
 }
 
 impl Listeners {
-    pub fn install(document: Document, mut on_capture: impl FnMut(Captured) + Clone + 'static) -> Listeners {
+    pub fn install(document: &Document, mut on_capture: impl FnMut(Captured) + Clone + 'static) -> Listeners {
         let mut on_click = on_capture.clone();
-        let click = Closure::<dyn FnMut(Event)>::new(move |e: Event| {
-            if let Some(c) = from_click(&e) {
-                on_click(c);
-            }
-        });
-        let submit = Closure::<dyn FnMut(Event)>::new(move |e: Event| {
-            if let Some(c) = from_submit(&e) {
-                on_capture(c);
-            }
-        });
-        let _ = document.add_event_listener_with_callback_and_bool("click", click.as_ref().unchecked_ref(), true);
-        let _ = document.add_event_listener_with_callback_and_bool("submit", submit.as_ref().unchecked_ref(), true);
-        Listeners { document, click, submit }
-    }
-}
-
-impl Drop for Listeners {
-    fn drop(&mut self) {
-        let d = &self.document;
-        let _ = d.remove_event_listener_with_callback_and_bool("click", self.click.as_ref().unchecked_ref(), true);
-        let _ = d.remove_event_listener_with_callback_and_bool("submit", self.submit.as_ref().unchecked_ref(), true);
+        Listeners {
+            _click: Listener::new(document, "click", true, move |e| {
+                if let Some(c) = from_click(&e) {
+                    on_click(c);
+                }
+            }),
+            _submit: Listener::new(document, "submit", true, move |e| {
+                if let Some(c) = from_submit(&e) {
+                    on_capture(c);
+                }
+            }),
+        }
     }
 }
 
@@ -110,34 +100,39 @@ fn from_submit(e: &Event) -> Option<Captured> {
     let elements = form.elements();
     for i in 0..elements.length() {
         let Some(el) = elements.item(i) else { continue };
-        let Some((name, value)) = field_value(&el) else { continue };
-        match name.as_str() {
-            // A score is a number; a field that does not parse stays a string
-            // so that validation names it instead of silently dropping it.
-            "score" => {
-                // JS parses the number: Rust's float parser costs ~10 KB of wasm.
-                let n = js_sys::Number::parse_float(value.trim());
-                let score = if n.is_finite()
-                    && value.trim()
-                        == js_sys::Number::from(n).to_string_with_radix(10).ok().map(String::from).unwrap_or_default()
-                {
-                    serde_json::Number::from_f64(n).map(Value::Number)
-                } else {
-                    None
-                };
-                let score = score.map(|v| match v.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => Value::from(f as i64),
-                    _ => v,
-                });
-                props.insert("score".into(), score.unwrap_or(Value::String(value)));
+        for (name, value) in field_values(&el) {
+            match name.as_str() {
+                // A score is a number; a field that does not parse stays a string
+                // so that validation names it instead of silently dropping it.
+                "score" => {
+                    // JS parses the number: Rust's float parser costs ~10 KB of wasm.
+                    let n = js_sys::Number::parse_float(value.trim());
+                    let score = if n.is_finite()
+                        && value.trim()
+                            == js_sys::Number::from(n)
+                                .to_string_with_radix(10)
+                                .ok()
+                                .map(String::from)
+                                .unwrap_or_default()
+                    {
+                        serde_json::Number::from_f64(n).map(Value::Number)
+                    } else {
+                        None
+                    };
+                    let score = score.map(|v| match v.as_f64() {
+                        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => Value::from(f as i64),
+                        _ => v,
+                    });
+                    props.insert("score".into(), score.unwrap_or(Value::String(value)));
+                }
+                "comment" => {
+                    props.insert("comment".into(), value.into());
+                }
+                _ => match answers.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, values)) => values.push(value),
+                    None => answers.push((name, vec![value])),
+                },
             }
-            "comment" => {
-                props.insert("comment".into(), value.into());
-            }
-            _ => match answers.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, values)) => values.push(value),
-                None => answers.push((name, vec![value])),
-            },
         }
     }
     let answers: Vec<Value> = answers
@@ -153,28 +148,38 @@ fn from_submit(e: &Event) -> Option<Captured> {
     Some(Captured { event: events::SURVEY_SUBMITTED, properties: Value::Object(props) })
 }
 
-/// The name and submitted value of a form control, or `None` when it is not
-/// captured (no name, ignored, sensitive, unchecked, disabled, a button).
-fn field_value(el: &Element) -> Option<(String, String)> {
-    if el.closest("[data-cuecast-ignore]").ok()?.is_some() {
-        return None;
+/// The name and submitted values of a form control: none when it is not
+/// captured (no name, ignored, sensitive, unchecked, disabled, a button),
+/// several for a `<select multiple>`.
+fn field_values(el: &Element) -> Vec<(String, String)> {
+    let ignored = el.closest("[data-cuecast-ignore]").ok().flatten().is_some();
+    if ignored {
+        return Vec::new();
     }
     if let Some(input) = el.dyn_ref::<HtmlInputElement>() {
         let kind = input.type_().to_ascii_lowercase();
         let skipped = ["password", "hidden", "file", "submit", "button", "reset", "image"];
-        if input.disabled() || skipped.contains(&kind.as_str()) || input.name().is_empty() {
-            return None;
+        let unchecked = matches!(kind.as_str(), "checkbox" | "radio") && !input.checked();
+        if input.disabled() || skipped.contains(&kind.as_str()) || input.name().is_empty() || unchecked {
+            return Vec::new();
         }
-        if matches!(kind.as_str(), "checkbox" | "radio") && !input.checked() {
-            return None;
-        }
-        return Some((input.name(), input.value()));
+        return vec![(input.name(), input.value())];
     }
     if let Some(select) = el.dyn_ref::<HtmlSelectElement>() {
-        return (!select.disabled() && !select.name().is_empty()).then(|| (select.name(), select.value()));
+        if select.disabled() || select.name().is_empty() {
+            return Vec::new();
+        }
+        let options = select.selected_options();
+        return (0..options.length())
+            .filter_map(|i| options.item(i))
+            .filter_map(|o| o.dyn_into::<web_sys::HtmlOptionElement>().ok())
+            .map(|o| (select.name(), o.value()))
+            .collect();
     }
     if let Some(area) = el.dyn_ref::<HtmlTextAreaElement>() {
-        return (!area.disabled() && !area.name().is_empty()).then(|| (area.name(), area.value()));
+        if !area.disabled() && !area.name().is_empty() {
+            return vec![(area.name(), area.value())];
+        }
     }
-    None
+    Vec::new()
 }

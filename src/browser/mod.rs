@@ -19,6 +19,7 @@ use gloo_timers::callback::Timeout;
 use js_sys::{Promise, Reflect};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
 use web_sys::Window;
 
@@ -29,7 +30,7 @@ use crate::outbox::{Answer, Outgoing, Push};
 use crate::retry::parse_retry_after;
 use crate::tracker::{Env, Identity, Tracked, Tracker};
 use capture::{Captured, Listeners};
-use page::{log, BrowserEnv, StaticContext, Store};
+use page::{log, BrowserEnv, Listener, StaticContext, Store};
 
 /// Where the identity (anonymous id, user, session, opt-out) is kept.
 const IDENTITY_KEY: &str = "cuecast:v1:identity";
@@ -55,7 +56,18 @@ struct Inner {
     /// Bumped on every answer; flushes wait on it while another loop's request is in flight.
     answers: u64,
     waiters: Vec<Waker>,
-    _listeners: Option<Listeners>,
+    /// Auto-capture, on the first client that asked for it only.
+    capture: Option<Listeners>,
+    /// Adopts opt-out, login and logout from other tabs of this origin.
+    _storage: Option<Listener>,
+}
+
+thread_local! {
+    /// Every started client lives as long as the page: a page that calls
+    /// `init()` without keeping the result still gets auto-capture and its
+    /// queued events sent, whatever the garbage collector does with the
+    /// JS handle.
+    static CLIENTS: RefCell<Vec<Rc<RefCell<Inner>>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Starts the SDK with `options` (see `index.d.ts`). Throws a `CuecastError`
@@ -65,20 +77,43 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
     let fail = |e: Error| js_error("init", &e);
     let window = web_sys::window().ok_or_else(|| fail(Error::invalid("", "needs a browser window")))?;
     let mut options = convert::to_json(&options, "").map_err(fail)?;
-    // A relative endpoint ("/v1/batch") means the page's own origin.
+    // A path ("/v1/batch", "./batch") means the page's own origin. Anything
+    // else is validated as given, so "relay.example.com/v1" is an error, not
+    // a path on this site.
     if let Some(Value::String(endpoint)) = options.get_mut("endpoint") {
-        let base = window.location().href().unwrap_or_default();
-        if let Ok(url) = web_sys::Url::new_with_base(endpoint.trim(), &base) {
-            *endpoint = url.href();
+        let relative = endpoint.starts_with('/') || endpoint.starts_with("./") || endpoint.starts_with("../");
+        if relative && !endpoint.starts_with("//") {
+            let base = window.location().href().unwrap_or_default();
+            if let Ok(url) = web_sys::Url::new_with_base(endpoint.trim(), &base) {
+                *endpoint = url.href();
+            }
         }
     }
     let config = Config::from_options(&options).map_err(fail)?;
+    // init() twice for the same relay and key (React StrictMode, hot reload)
+    // returns the running client instead of capturing every click twice.
+    let running = CLIENTS.with_borrow(|clients| {
+        clients
+            .iter()
+            .find(|c| {
+                c.borrow().tracker.config.endpoint == config.endpoint
+                    && c.borrow().tracker.config.write_key == config.write_key
+            })
+            .cloned()
+    });
+    if let Some(inner) = running {
+        log(config.debug, || {
+            "init() called again for the same endpoint and write key: using the running client".into()
+        });
+        return Ok(Client { inner });
+    }
     let mut env = BrowserEnv::new(&window);
     let store = Store::open(&window);
     let stored = store.load(IDENTITY_KEY).and_then(|v| Identity::from_json(&v));
     let tracker = Tracker::new(config, stored, &mut env);
     let debug = tracker.config.debug;
-    let auto_capture = tracker.config.auto_capture;
+    let auto_capture =
+        tracker.config.auto_capture && !CLIENTS.with_borrow(|c| c.iter().any(|c| c.borrow().capture.is_some()));
     log(debug, || {
         format!(
             "ready: sending to {} (auto-capture {})",
@@ -90,24 +125,40 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         context: StaticContext::read(&window),
         tracker,
         env,
-        window,
+        window: window.clone(),
         store,
         timer: None,
         sending: false,
         answers: 0,
         waiters: Vec::new(),
-        _listeners: None,
+        capture: None,
+        _storage: None,
     }));
     inner.borrow_mut().persist_identity();
-    let document = inner.borrow().window.document();
-    if auto_capture {
-        if let Some(document) = document {
-            let weak = Rc::downgrade(&inner);
-            let listeners = Listeners::install(document, move |c| on_captured(&weak, c));
-            inner.borrow_mut()._listeners = Some(listeners);
-        }
+    let weak = Rc::downgrade(&inner);
+    let storage = Listener::new(&window, "storage", false, move |e| on_storage(&weak, &e));
+    inner.borrow_mut()._storage = Some(storage);
+    if let (true, Some(document)) = (auto_capture, window.document()) {
+        let weak = Rc::downgrade(&inner);
+        let listeners = Listeners::install(&document, move |c| on_captured(&weak, c));
+        inner.borrow_mut().capture = Some(listeners);
     }
+    CLIENTS.with_borrow_mut(|clients| clients.push(inner.clone()));
     Ok(Client { inner })
+}
+
+/// Another tab stored a new identity (opt-out, login, logout): adopt it.
+fn on_storage(weak: &Weak<RefCell<Inner>>, event: &web_sys::Event) {
+    let Some(event) = event.dyn_ref::<web_sys::StorageEvent>() else { return };
+    if event.key().as_deref() != Some(IDENTITY_KEY) {
+        return;
+    }
+    let parsed = event.new_value().and_then(|raw| js_sys::JSON::parse(&raw).ok());
+    let stored = parsed.and_then(|v| convert::to_json(&v, "").ok()).and_then(|v| Identity::from_json(&v));
+    let (Some(stored), Some(rc)) = (stored, weak.upgrade()) else { return };
+    let Ok(mut inner) = rc.try_borrow_mut() else { return };
+    log(inner.tracker.config.debug, || "identity changed in another tab: adopted".into());
+    inner.tracker.adopt(stored);
 }
 
 #[wasm_bindgen]
@@ -221,12 +272,16 @@ impl Client {
 
 /// Schedules sending after an event was queued; returns its id.
 fn after_track(rc: &Rc<RefCell<Inner>>, tracked: Tracked) -> Option<String> {
-    let Tracked::Queued { id, push } = tracked else {
+    let Tracked::Queued { id, push, dropped } = tracked else {
         log(rc.borrow().tracker.config.debug, || "opted out: event not tracked".into());
         return None;
     };
     let mut inner = rc.borrow_mut();
-    log(inner.tracker.config.debug, || format!("queued {id} ({} waiting)", inner.tracker.outbox.pending()));
+    let debug = inner.tracker.config.debug;
+    log(debug, || format!("queued {id} ({} waiting)", inner.tracker.outbox.pending()));
+    if dropped > 0 {
+        log(debug, || format!("the queue is full: dropped the {dropped} oldest waiting event(s)"));
+    }
     match push {
         Push::SendNow if !inner.sending && !inner.tracker.outbox.in_flight() => {
             inner.sending = true;
@@ -234,9 +289,11 @@ fn after_track(rc: &Rc<RefCell<Inner>>, tracked: Tracked) -> Option<String> {
             spawn_local(send_loop(rc.clone(), None));
         }
         Push::SendNow => {}
-        Push::SendAt(at) => {
+        // The outbox knows the earliest due time (a retry may come before
+        // this event's flush interval ends).
+        Push::SendAt(_) => {
             drop(inner);
-            schedule(rc, at);
+            reschedule(rc);
         }
     }
     Some(id)
@@ -310,6 +367,9 @@ fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {
         Answer::Split => log(debug, || format!("batch {} too large (413): split in halves", out.batch_id)),
         Answer::Failed { events, why } => {
             log(debug, || format!("dropped batch {} ({events} events): {why}", out.batch_id))
+        }
+        Answer::Dropped { events } => {
+            log(debug, || format!("dropped batch {} ({events} events): opted out", out.batch_id))
         }
         Answer::Unknown => {}
     }

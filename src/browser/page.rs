@@ -1,8 +1,9 @@
 //! What the page can tell us: the clock, randomness, storage and context.
 
 use serde::Serialize;
-use wasm_bindgen::JsValue;
-use web_sys::{Storage, Window};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{Event, EventTarget, Storage, Window};
 
 use crate::tracker::Env;
 use crate::wire::{Context, Library, Page, Screen};
@@ -106,5 +107,29 @@ impl Store {
 pub fn log(debug: bool, message: impl FnOnce() -> String) {
     if debug {
         web_sys::console::log_2(&JsValue::from_str("[cuecast]"), &JsValue::from_str(&message()));
+    }
+}
+
+/// An event listener that is removed when dropped (gloo-events' habit).
+#[must_use]
+pub struct Listener {
+    target: EventTarget,
+    kind: &'static str,
+    capture: bool,
+    callback: Closure<dyn FnMut(Event)>,
+}
+
+impl Listener {
+    pub fn new(target: &EventTarget, kind: &'static str, capture: bool, f: impl FnMut(Event) + 'static) -> Listener {
+        let callback = Closure::<dyn FnMut(Event)>::new(f);
+        let _ = target.add_event_listener_with_callback_and_bool(kind, callback.as_ref().unchecked_ref(), capture);
+        Listener { target: target.clone(), kind, capture, callback }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let f = self.callback.as_ref().unchecked_ref();
+        let _ = self.target.remove_event_listener_with_callback_and_bool(self.kind, f, self.capture);
     }
 }

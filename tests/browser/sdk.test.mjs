@@ -23,12 +23,16 @@ after(async () => {
   await Promise.all([site.close(), receiver.close()]);
 });
 beforeEach(async () => {
-  for (const p of opened.splice(0)) await p.context.close();
+  for (const p of opened.splice(0)) {
+    // Nothing the SDK does may throw into the host page.
+    assert.deepEqual(p.logs.filter((l) => l.startsWith("pageerror")), [], "no uncaught error in the page");
+    await p.context.close();
+  }
   receiver.reset();
 });
 
-async function open(options = {}) {
-  const p = await openPage(browser, site, receiver, options);
+async function open(options = {}, file = "sdk.html") {
+  const p = await openPage(browser, site, receiver, options, file);
   opened.push(p);
   return p;
 }
@@ -118,6 +122,7 @@ test("typed events, a custom event and auto-captured clicks and forms reach the 
       { questionId: "q1", answer: "Yes" },
       { questionId: "tools", answer: ["csv", "pdf"] },
       { questionId: "q3", answer: "More exports please" },
+      { questionId: "formats", answer: ["csv", "pdf"] },
     ],
   }, "password, hidden, ignored and unchecked fields are never captured");
   assert.deepEqual(capturedNps.properties, { surveyId: "nps-q3", kind: "nps", score: 4, comment: "Too slow" });
@@ -220,14 +225,15 @@ test("413 splits the batch in halves that keep their events", async () => {
   const { page } = await open();
   receiver.respond({ status: 413 });
   await page.evaluate(() => { for (const n of ["a", "b", "c", "d"]) cc.track(n); });
-  await page.evaluate(() => cc.flush());
-  await receiver.until(() => receiver.posts().length === 3, 5000);
+  const report = await page.evaluate(() => cc.flush());
+  assert.deepEqual(report, { sent: 4, failed: 0, pending: 0, dropped: 0 }, "the same flush sends both halves");
   const [whole, first, second] = receiver.posts().map((p) => p.body);
   assert.deepEqual(whole.events.map((e) => e.event), ["a", "b", "c", "d"]);
   assert.deepEqual(first.events.map((e) => e.event), ["a", "b"]);
   assert.deepEqual(second.events.map((e) => e.event), ["c", "d"]);
   assert.deepEqual([...first.events, ...second.events].map((e) => e.id), whole.events.map((e) => e.id));
   assert.notEqual(first.batchId, whole.batchId);
+  assert.deepEqual([first.attempt, second.attempt], [1, 1], "each half is a new batch");
 });
 
 test("every bad input throws a CuecastError naming the field, and nothing is queued", async () => {
@@ -301,14 +307,77 @@ test("init() rejects a missing or non-http(s) endpoint and a missing write key, 
   ]);
 });
 
-test("a relative endpoint is resolved against the page", async () => {
-  const { page } = await open();
-  const endpoint = await page.evaluate(async () => {
+test("a path endpoint is resolved against the page; a host without a scheme is rejected", async () => {
+  const { page, logs } = await open();
+  const result = await page.evaluate(async () => {
     const { init } = await import("cuecast");
-    const local = await init({ endpoint: "/v1/batch", writeKey: "pk", debug: true, autoCapture: false });
-    return typeof local.track;
+    await init({ endpoint: "/v1/batch", writeKey: "pk_other", debug: true, autoCapture: false });
+    try {
+      await init({ endpoint: "relay.example.com/v1/batch", writeKey: "pk" });
+      return null;
+    } catch (e) {
+      return e.message;
+    }
   });
-  assert.equal(endpoint, "function");
+  assert.ok(logs.some((l) => l.includes(`ready: sending to ${site.url}/v1/batch`)), logs.join("\n"));
+  assert.equal(result, 'cuecast.init: endpoint must be an http:// or https:// URL, got "relay.example.com/v1/batch"');
+});
+
+test("init() twice for the same relay returns the running client: clicks are captured once", async () => {
+  const { page } = await open();
+  await page.evaluate(async (endpoint) => {
+    const { init } = await import("cuecast");
+    window.cc2 = await init({ endpoint, writeKey: "pk_test" });
+  }, receiver.endpoint);
+  await page.click("#promo-cta");
+  await page.evaluate(() => cc2.flush());
+  assert.equal(receiver.events().length, 1);
+});
+
+test("a client the page does not keep survives garbage collection and keeps capturing", async () => {
+  const { page } = await open({ flushInterval: 200 }, "forgotten.html");
+  for (let i = 0; i < 5; i++) {
+    await page.evaluate(() => { globalThis.gc(); return new Promise((r) => setTimeout(r, 20)); });
+  }
+  await page.click("#promo");
+  await receiver.until(() => receiver.events().length === 1, 5000);
+  assert.deepEqual(receiver.events()[0].properties, { shoutoutId: "kept-alive", action: "cta" });
+});
+
+test("a misconfigured data attribute is skipped with a console warning, never an exception", async () => {
+  const { page, logs } = await open();
+  await page.click("#bad-action");
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 0, failed: 0, pending: 0, dropped: 0 });
+  assert.ok(logs.some((l) => l.startsWith("warning: [cuecast] auto-capture skipped shoutout.clicked: action must be one of")), logs.join("\n"));
+});
+
+test("an event tracked while a batch waits for its retry does not delay the retry", async () => {
+  const { page } = await open();
+  receiver.respond({ status: 500 });
+  await page.evaluate(() => cc.track("first"));
+  await page.evaluate(() => cc.flush());
+  const failedAt = receiver.posts()[0].at;
+  await new Promise((r) => setTimeout(r, 100));
+  await page.evaluate(() => cc.track("second"));
+  await receiver.until(() => receiver.posts().length === 2, 3000);
+  const retry = receiver.posts()[1];
+  assert.ok(retry.at - failedAt < 1500, `retried after ${retry.at - failedAt} ms, not after the 5 s flush interval`);
+  assert.deepEqual(retry.body.events.map((e) => e.event), ["first"]);
+});
+
+test("an opt-out in one tab holds in the other tabs of the origin", async () => {
+  const { page, context } = await open();
+  const other = await context.newPage();
+  await other.goto(page.url());
+  await other.waitForFunction(() => window.cc);
+  await page.evaluate(() => cc.optOut());
+  const poll = { timeout: 5000, polling: 50 };
+  await other.waitForFunction(() => window.cc.track("probe-out") === undefined, null, poll);
+  assert.deepEqual(await other.evaluate(() => cc.flush()), { sent: 0, failed: 0, pending: 0, dropped: 0 }, "nothing tracked after the opt-out is sent");
+  await page.evaluate(() => cc.optIn());
+  await other.waitForFunction(() => typeof window.cc.track("probe-in") === "string", null, poll);
+  await other.evaluate(() => cc.flush());
+  assert.deepEqual(receiver.events().map((e) => e.event), ["probe-in"]);
 });
 
 test("identity persists across reloads; reset() forgets it; optOut() stops tracking and is remembered", async () => {
