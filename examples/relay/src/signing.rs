@@ -64,6 +64,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn matches_the_published_standard_webhooks_vector() {
+        let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let got = sign(&[secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#);
+        assert_eq!(got, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
     fn rotation_sends_one_signature_per_secret() {
         let a = Secret::parse(&Secret::generate_text([1; 24])).unwrap();
         let b = Secret::parse(&Secret::generate_text([2; 24])).unwrap();
