@@ -303,3 +303,11 @@ pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A `[[webhook]]` for every event; `extra` adds lines.
+pub fn hook(id: &str, url: &str, extra: &str) -> String {
+    format!("[[webhook]]\nid = \"{id}\"\nevents = [\"*\"]\nurl = \"{url}\"\n{extra}\n")
+}
+
+/// Test limits: a short shutdown grace so hanging receivers do not slow the suite.
+pub const FAST_LIMITS: &str = "[limits]\nshutdown_grace = \"200ms\"\n";
