@@ -186,7 +186,12 @@ impl TestRelay {
     pub async fn start_in(dir: Arc<tempfile::TempDir>, toml: &str) -> TestRelay {
         let db = dir.path().join("relay.db");
         let text = format!("storage = \"sqlite://{}\"\n{toml}", db.display());
-        let config = parse_config(&text);
+        TestRelay::with_config(dir, parse_config(&text)).await
+    }
+
+    /// Starts a relay with a resolved config whose storage is inside `dir`.
+    pub async fn with_config(dir: Arc<tempfile::TempDir>, config: Config) -> TestRelay {
+        let cuecast_relay::config::Storage::Sqlite(db) = config.storage.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
