@@ -98,7 +98,7 @@ impl Sender {
             let signed: &[u8] = match &req.body {
                 Some(body) => body,
                 // GET: the request target stands in for the body.
-                None => &req.url[url::Position::BeforePath..url::Position::AfterQuery].as_bytes().to_vec(),
+                None => req.url[url::Position::BeforePath..url::Position::AfterQuery].as_bytes(),
             };
             signature_headers.push(("webhook-signature", sign(&w.secrets, msg_id, timestamp, signed)));
         }

@@ -341,7 +341,7 @@ async fn a_hanging_webhook_does_not_delay_a_healthy_one() {
     .await;
     let started = Instant::now();
     for _ in 0..10 {
-        let events = (0..5).map(|i| nps(i)).collect();
+        let events = (0..5).map(nps).collect();
         assert_eq!(relay.post(&batch(events)).await.0, 202);
     }
     let fast = receiver.wait_for("/fast", 50, Duration::from_secs(5)).await;

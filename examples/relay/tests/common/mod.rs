@@ -15,6 +15,11 @@ use cuecast_relay::config::Config;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 
+/// (id, webhook, status, attempts, last_error) of a stored delivery.
+pub type DeliveryRow = (i64, String, String, i64, Option<String>);
+/// (HTTP status, response, error, at) of a stored attempt.
+pub type AttemptRow = (Option<i64>, Option<String>, Option<String>, i64);
+
 /// What a receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -219,18 +224,18 @@ impl TestRelay {
     }
 
     /// Deliveries as (id, webhook, status, attempts, last_error).
-    pub fn deliveries(&self) -> Vec<(i64, String, String, i64, Option<String>)> {
+    pub fn deliveries(&self) -> Vec<DeliveryRow> {
         deliveries(&self.db)
     }
 
-    pub fn attempts(&self, delivery: i64) -> Vec<(Option<i64>, Option<String>, Option<String>, i64)> {
+    pub fn attempts(&self, delivery: i64) -> Vec<AttemptRow> {
         let conn = rusqlite::Connection::open(&self.db).unwrap();
         let mut stmt = conn.prepare("SELECT status, response, error, at FROM attempts WHERE delivery_id = ?1 ORDER BY id").unwrap();
         stmt.query_map([delivery], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(|r| r.unwrap()).collect()
     }
 
     /// Waits until every delivery has left `pending` (their results are written asynchronously).
-    pub async fn settle(&self, expected: usize, timeout: Duration) -> Vec<(i64, String, String, i64, Option<String>)> {
+    pub async fn settle(&self, expected: usize, timeout: Duration) -> Vec<DeliveryRow> {
         let deadline = Instant::now() + timeout;
         loop {
             let d = self.deliveries();
@@ -243,7 +248,7 @@ impl TestRelay {
     }
 }
 
-pub fn deliveries(db: &Path) -> Vec<(i64, String, String, i64, Option<String>)> {
+pub fn deliveries(db: &Path) -> Vec<DeliveryRow> {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     let mut stmt = conn.prepare("SELECT id, webhook_id, status, attempts, last_error FROM deliveries ORDER BY id").unwrap();
