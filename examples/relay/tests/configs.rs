@@ -154,3 +154,37 @@ fn check_config_cli_reports_problems_with_lines_and_fails() {
     assert!(cuecast_relay::signing::Secret::parse(secret.trim()).is_ok(), "{secret}");
     assert_eq!(secret.trim().len(), "whsec_".len() + 32, "24 bytes of base64");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_test_cli_renders_delivers_and_prints_the_answer() {
+    let receiver = Receiver::start(|_, _| Reply { body: "thanks".into(), ..Reply::ok() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage = \"sqlite://{}\"\n{SOURCES}{}",
+            dir.path().join("relay.db").display(),
+            hook(
+                "nps",
+                &receiver.url("/nps"),
+                "events = [\"survey.submitted\"]\nwhen = \"properties.kind == 'nps'\"\nbody = '''{\"score\": {{ properties.score }}}'''"
+            )
+            .replace("events = [\"*\"]\n", "")
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
+        .args(["send-test", "--webhook", "nps", "--config"])
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("HTTP 200"), "{stdout}");
+    assert!(stdout.contains("thanks"), "{stdout}");
+    let got = receiver.on("/nps");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json(), json!({"score": 9}), "the NPS fixture was chosen because it passes `when`");
+}

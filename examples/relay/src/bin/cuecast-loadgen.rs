@@ -43,6 +43,9 @@ struct Args {
     /// Tiny numbers: checks that everything works, measures nothing useful.
     #[arg(long)]
     quick: bool,
+    /// Where the SQLite files go (default: a fresh directory under the system temp dir).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
 }
 
 const BATCH: usize = 20;
@@ -50,9 +53,10 @@ const BATCH: usize = 20;
 fn main() {
     let mut args = Args::parse();
     if args.quick {
-        args = Args { ingest_secs: 1, clients: 4, deliveries: 500, rate: 200, latency_secs: 1, quick: true };
+        args = Args { ingest_secs: 1, clients: 4, deliveries: 500, rate: 200, latency_secs: 1, quick: true, dir: args.dir };
     }
-    let dir = std::env::temp_dir().join(format!("cuecast-loadgen-{}", std::process::id()));
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("cuecast-loadgen-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let load = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let result = load.block_on(measure(&args, &dir));
@@ -241,7 +245,12 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
     let elapsed = started.elapsed().as_secs_f64();
     let batches = acks.len();
     relay.stop();
+    // Every acknowledged event must be in the file: count them.
+    let stored: i64 = rusqlite::Connection::open(dir.join("ingest.db"))
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)))
+        .unwrap_or(-1);
     let ingest = json!({
+        "stored_events": stored,
         "batch_size": BATCH,
         "clients": args.clients,
         "seconds": (elapsed * 100.0).round() / 100.0,
