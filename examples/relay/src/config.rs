@@ -68,6 +68,9 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// How long an event id is remembered for dedupe (`dedupe_window`, default `7d`, at least 7 days).
     pub dedupe_window: Duration,
+    /// How often the server looks for work queued by another process
+    /// (`replay`, `enable`) (`sweep_interval`, default `2s`).
+    pub sweep_interval: Duration,
 }
 
 impl Default for Limits {
@@ -79,6 +82,7 @@ impl Default for Limits {
             backlog_high_water: 200_000,
             shutdown_grace: Duration::from_secs(10),
             dedupe_window: Duration::from_secs(7 * 24 * 3600),
+            sweep_interval: Duration::from_secs(2),
         }
     }
 }
@@ -185,6 +189,7 @@ struct RawLimits {
     backlog_high_water: Option<Spanned<u64>>,
     shutdown_grace: Option<Spanned<String>>,
     dedupe_window: Option<Spanned<String>>,
+    sweep_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -376,6 +381,9 @@ impl Config {
             }
             if let Some(d) = &l.shutdown_grace {
                 limits.shutdown_grace = check.parse(d, parse_duration).unwrap_or(limits.shutdown_grace);
+            }
+            if let Some(d) = &l.sweep_interval {
+                limits.sweep_interval = check.parse(d, parse_duration).unwrap_or(limits.sweep_interval);
             }
             if let Some(d) = &l.dedupe_window {
                 if let Some(window) = check.parse(d, parse_duration) {

@@ -27,8 +27,6 @@ use crate::storage::{now_ms, AttemptRecord, PendingDelivery, Status, Storage};
 pub const USER_AGENT: &str = concat!("cuecast-relay/", env!("CARGO_PKG_VERSION"));
 /// How much of a response body is kept in the attempt log.
 pub const RESPONSE_KEEP_BYTES: usize = 4096;
-/// How often the sweep looks for work queued by another process.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What one attempt did, before classification.
 #[derive(Debug, Clone)]
@@ -232,11 +230,12 @@ impl Dispatcher {
         }
         d.enqueue(backlog);
         let sweeper = d.clone();
+        let interval = d.inner.config.limits.sweep_interval;
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = sweeper.inner.cancel.cancelled() => return,
-                    _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+                    _ = tokio::time::sleep(interval) => {}
                 }
                 match sweeper.inner.storage.change_seq().await {
                     Ok(now) if now != seq => {

@@ -135,7 +135,7 @@ async fn gzip_bodies_and_the_512_kb_limit_before_and_after_decompression() {
 
 #[tokio::test]
 async fn rate_limits_per_ip_and_per_key_answer_429_with_retry_after() {
-    for (limits, per) in [("ip_rate = \"3/s\"", "address"), ("key_rate = \"3/s\"", "write key")] {
+    for (limits, per) in [("ip_rate = \"3/m\"", "address"), ("key_rate = \"3/m\"", "write key")] {
         let relay = TestRelay::start(&format!("[limits]\nshutdown_grace = \"200ms\"\n{limits}\n{SOURCES}")).await;
         let mut statuses = Vec::new();
         let mut limited = None;

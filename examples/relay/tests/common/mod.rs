@@ -29,6 +29,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// Arrival on tokio's clock, which tests can pause.
+    pub at_tokio: tokio::time::Instant,
 }
 
 impl Received {
@@ -95,6 +97,7 @@ impl Receiver {
                     headers: parts.headers,
                     body,
                     at: Instant::now(),
+                    at_tokio: tokio::time::Instant::now(),
                 };
                 let reply = {
                     let mut log = log.lock().unwrap();
@@ -137,6 +140,19 @@ impl Receiver {
 
     pub fn all(&self) -> Vec<Received> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Waits, without polling, until `path` has received `n` requests (for paused time,
+    /// where a polling timer would make the clock crawl).
+    pub async fn wait_quietly(&self, path: &str, n: usize) -> Vec<Received> {
+        loop {
+            let notified = self.notify.notified();
+            let got = self.on(path);
+            if got.len() >= n {
+                return got;
+            }
+            notified.await;
+        }
     }
 
     /// Waits until `path` has received at least `n` requests.
