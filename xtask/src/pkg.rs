@@ -10,9 +10,9 @@ use crate::{cargo, output, root, run, step, Result};
 /// Builds `pkg/` and packs it; returns the tarball's path.
 pub fn build(tools: &Tools) -> Result<PathBuf> {
     let root = root();
-    step("building the SDK for wasm32 (release)");
+    step("building the SDK for wasm32 (profile wasm-release)");
     run(Command::new(cargo())
-        .args(["build", "--release", "--lib", "-p", "cuecast", "--target", "wasm32-unknown-unknown"])
+        .args(["build", "--profile", "wasm-release", "--lib", "-p", "cuecast", "--target", "wasm32-unknown-unknown"])
         .current_dir(&root))?;
     let pkg = root.join("pkg");
     let _ = std::fs::remove_dir_all(&pkg);
@@ -20,7 +20,7 @@ pub fn build(tools: &Tools) -> Result<PathBuf> {
     run(Command::new(&tools.wasm_bindgen)
         .args(["--target", "web", "--no-typescript", "--out-dir"])
         .arg(&pkg)
-        .arg(root.join("target/wasm32-unknown-unknown/release/cuecast.wasm")))?;
+        .arg(root.join("target/wasm32-unknown-unknown/wasm-release/cuecast.wasm")))?;
     step("wasm-opt -Oz");
     let wasm = pkg.join("cuecast_bg.wasm");
     // The features rustc enables by default for wasm32 must be enabled here too.

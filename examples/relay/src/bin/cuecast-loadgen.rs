@@ -1,0 +1,374 @@
+//! Load generator for `cargo xtask bench`: runs a relay and a receiver in
+//! this process (each on its own runtime) on loopback and prints one JSON
+//! object with what it measured:
+//!
+//! 1. `ingest`: sustained durable ingest, batches of 20, no webhooks
+//!    (every 202 means the batch is committed to SQLite), with ack latency.
+//! 2. `delivery`: deliveries/s to a local receiver, measured by letting a
+//!    backlog pile up (the webhook rate-limited to 1/h), restarting the relay
+//!    without the limit and timing the drain.
+//! 3. `latency`: event-to-webhook latency at a steady 1,000 events/s
+//!    (50 batches of 20 per second), from the POST to the receiver.
+//!
+//! `--quick` runs tiny versions of all three (a smoke test).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use clap::Parser;
+use cuecast_relay::config::Config;
+use serde_json::{json, Value};
+
+#[derive(Parser, Clone)]
+#[command(about = "Measures cuecast-relay ingest, delivery throughput and event-to-webhook latency")]
+struct Args {
+    /// Seconds of sustained ingest.
+    #[arg(long, default_value_t = 10)]
+    ingest_secs: u64,
+    /// Concurrent ingest clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Deliveries in the drain measurement.
+    #[arg(long, default_value_t = 50_000)]
+    deliveries: usize,
+    /// Events per second in the latency measurement.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds of the latency measurement.
+    #[arg(long, default_value_t = 10)]
+    latency_secs: u64,
+    /// Tiny numbers: checks that everything works, measures nothing useful.
+    #[arg(long)]
+    quick: bool,
+    /// Where the SQLite files go (default: a fresh directory under the system temp dir).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
+const BATCH: usize = 20;
+
+fn main() {
+    let mut args = Args::parse();
+    if args.quick {
+        args = Args { ingest_secs: 1, clients: 4, deliveries: 500, rate: 200, latency_secs: 1, quick: true, dir: args.dir };
+    }
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("cuecast-loadgen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let load = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let result = load.block_on(measure(&args, &dir));
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{}", serde_json::to_string_pretty(&result).unwrap());
+}
+
+/// A relay on its own runtime, so its work and the load's are scheduled apart.
+struct RelayProc {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RelayProc {
+    fn start(toml: String) -> RelayProc {
+        let config = Config::parse(&toml, &|_| None).unwrap_or_else(|e| panic!("{e:?}"));
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", std_listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                cuecast_relay::run(config, listener, async move {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("relay runs");
+            });
+        });
+        RelayProc { url, stop: Some(tx), thread: Some(thread) }
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..500 {
+            if matches!(client.get(format!("{}/readyz", self.url)).send().await, Ok(r) if r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("relay not ready");
+    }
+
+    fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+fn config(dir: &std::path::Path, name: &str, hooks: &str) -> String {
+    format!(
+        r#"storage = "sqlite://{}"
+[limits]
+key_rate = "1000000/s"
+ip_rate = "1000000/s"
+backlog_high_water = 10000000
+shutdown_grace = "2s"
+[egress]
+allow_cidrs = ["127.0.0.0/8"]
+[[source]]
+write_key = "pk_bench"
+origins = ["*"]
+{hooks}"#,
+        dir.join(name).display()
+    )
+}
+
+/// Micros since `epoch`, stamped into each event so the receiver can compute latency.
+fn batch_body(epoch: Instant, seq: &AtomicU64) -> Vec<u8> {
+    let sent = epoch.elapsed().as_micros() as u64;
+    let events: Vec<Value> = (0..BATCH)
+        .map(|_| {
+            let n = seq.fetch_add(1, Ordering::Relaxed);
+            json!({
+                "id": format!("019aea5c-0000-7000-8000-{n:012}"),
+                "event": "survey.submitted",
+                "timestamp": "2026-12-04T15:16:52.001Z",
+                "anonymousId": "4f1c2a7e-0b39-4d8e-9a51-2f0c6f3d9b11",
+                "userId": "user-42",
+                "properties": {"surveyId": "nps-q3", "kind": "nps", "score": n % 11, "comment": "bench", "sentUs": sent},
+                "context": {"page": {"url": "https://app.example.com/reports", "path": "/reports", "referrer": "", "title": "Reports"},
+                            "locale": "en-US", "userAgent": "Mozilla/5.0 (X11; Linux x86_64) loadgen"},
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({
+        "v": 1, "writeKey": "pk_bench", "batchId": format!("b-{sent}-{}", seq.load(Ordering::Relaxed)),
+        "sentAt": "2026-12-04T15:16:59.500Z", "attempt": 1,
+        "sdk": {"name": "cuecast", "version": "0.1.0"}, "events": events,
+    }))
+    .unwrap()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    (sorted[i] * 100.0).round() / 100.0
+}
+
+fn summary(mut ms: Vec<f64>) -> Value {
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    json!({"p50": percentile(&ms, 0.5), "p99": percentile(&ms, 0.99), "max": percentile(&ms, 1.0), "n": ms.len()})
+}
+
+/// A receiver that answers 200 at once and records arrival times and each event's stamp.
+struct Sink {
+    addr: SocketAddr,
+    count: Arc<AtomicU64>,
+    first_last: Arc<Mutex<(Option<Instant>, Option<Instant>)>>,
+    latencies: Arc<Mutex<Vec<f64>>>,
+}
+
+async fn sink(epoch: Instant, record_latency: bool) -> Sink {
+    let count = Arc::new(AtomicU64::new(0));
+    let first_last: Arc<Mutex<(Option<Instant>, Option<Instant>)>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let (c, fl, lat) = (count.clone(), first_last.clone(), latencies.clone());
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let (c, fl, lat) = (c.clone(), fl.clone(), lat.clone());
+        async move {
+            let now = Instant::now();
+            if record_latency {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    if let Some(sent) = v["data"]["properties"]["sentUs"].as_u64() {
+                        let ms = (now - epoch).as_micros().saturating_sub(sent as u128) as f64 / 1000.0;
+                        lat.lock().unwrap().push(ms);
+                    }
+                }
+            }
+            c.fetch_add(1, Ordering::Relaxed);
+            let mut fl = fl.lock().unwrap();
+            fl.0.get_or_insert(now);
+            fl.1 = Some(now);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Sink { addr, count, first_last, latencies }
+}
+
+async fn measure(args: &Args, dir: &std::path::Path) -> Value {
+    let epoch = Instant::now();
+    let seq = Arc::new(AtomicU64::new(0));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build().unwrap();
+
+    // 1. Sustained ingest, no webhooks.
+    let relay = RelayProc::start(config(dir, "ingest.db", ""));
+    relay.wait_ready().await;
+    let url = format!("{}/v1/batch", relay.url);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.ingest_secs);
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (http, url, seq) = (http.clone(), url.clone(), seq.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let body = batch_body(epoch, &seq);
+                let t = Instant::now();
+                match http.post(&url).header("content-type", "text/plain").body(body).send().await {
+                    Ok(r) if r.status() == 202 => {
+                        let _ = r.bytes().await;
+                        acks.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (acks, errors)
+        }));
+    }
+    let mut acks = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (a, e) = t.await.unwrap();
+        acks.extend(a);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let batches = acks.len();
+    relay.stop();
+    // Every acknowledged event must be in the file: count them.
+    let stored: i64 = rusqlite::Connection::open(dir.join("ingest.db"))
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)))
+        .unwrap_or(-1);
+    let ingest = json!({
+        "stored_events": stored,
+        "batch_size": BATCH,
+        "clients": args.clients,
+        "seconds": (elapsed * 100.0).round() / 100.0,
+        "batches": batches,
+        "events": batches * BATCH,
+        "events_per_s": ((batches * BATCH) as f64 / elapsed).round(),
+        "errors": errors,
+        "ack_ms": summary(acks),
+    });
+
+    // 2. Delivery throughput: build a backlog, then drain it.
+    let drain_sink = sink(epoch, false).await;
+    let hook = |limit: &str| {
+        format!("[[webhook]]\nid = \"bench\"\nevents = [\"*\"]\nurl = \"http://{}/hook\"\nconcurrency = 128\n{limit}\n", drain_sink.addr)
+    };
+    let relay = RelayProc::start(config(dir, "deliver.db", &hook("rate_limit = \"1/h\"")));
+    relay.wait_ready().await;
+    let url = format!("{}/v1/batch", relay.url);
+    let batches = args.deliveries.div_ceil(BATCH);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (http, url, seq, next) = (http.clone(), url.clone(), seq.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < batches as u64 {
+                let r = http.post(&url).body(batch_body(epoch, &seq)).send().await.unwrap();
+                assert_eq!(r.status(), 202);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    relay.stop();
+    let backlog = (batches * BATCH) as u64;
+    let already = drain_sink.count.load(Ordering::Relaxed);
+    *drain_sink.first_last.lock().unwrap() = (None, None);
+    let restarted = Instant::now();
+    let relay = RelayProc::start(config(dir, "deliver.db", &hook("")));
+    let wait_until = Instant::now() + Duration::from_secs(300);
+    while drain_sink.count.load(Ordering::Relaxed) < backlog && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained = drain_sink.count.load(Ordering::Relaxed) - already;
+    let (first, last) = *drain_sink.first_last.lock().unwrap();
+    let span = match (first, last) {
+        (Some(f), Some(l)) if l > f => (l - f).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    relay.stop();
+    let delivery = json!({
+        "backlog": backlog - already,
+        "delivered": drained,
+        "concurrency": 128,
+        "first_delivery_after_restart_ms": first.map(|f| ((f - restarted).as_secs_f64() * 1000.0).round()),
+        "drain_seconds": (span * 100.0).round() / 100.0,
+        "deliveries_per_s": (drained as f64 / span).round(),
+    });
+
+    // 3. Event-to-webhook latency at a steady rate.
+    let lat_sink = sink(epoch, true).await;
+    let relay = RelayProc::start(config(
+        dir,
+        "latency.db",
+        &format!("[[webhook]]\nid = \"bench\"\nevents = [\"*\"]\nurl = \"http://{}/hook\"\n", lat_sink.addr),
+    ));
+    relay.wait_ready().await;
+    let url = format!("{}/v1/batch", relay.url);
+    let per_s = (args.rate as usize).div_ceil(BATCH) as u64;
+    let total = per_s * args.latency_secs;
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / per_s));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = Vec::new();
+    for _ in 0..total {
+        ticker.tick().await;
+        let (http, url, body) = (http.clone(), url.clone(), batch_body(epoch, &seq));
+        sends.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let ok = matches!(http.post(&url).body(body).send().await, Ok(r) if r.status() == 202);
+            (ok, t.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut ack_ms = Vec::new();
+    for s in sends {
+        let (ok, ms) = s.await.unwrap();
+        assert!(ok, "latency phase: a batch was refused");
+        ack_ms.push(ms);
+    }
+    let expected = total * BATCH as u64;
+    let wait_until = Instant::now() + Duration::from_secs(60);
+    while lat_sink.count.load(Ordering::Relaxed) < expected && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.stop();
+    let latencies = lat_sink.latencies.lock().unwrap().clone();
+    let latency = json!({
+        "events_per_s": per_s * BATCH as u64,
+        "batch_size": BATCH,
+        "seconds": args.latency_secs,
+        "delivered": latencies.len(),
+        "expected": expected,
+        "event_to_webhook_ms": summary(latencies.clone()),
+        "ack_ms": summary(ack_ms),
+    });
+    let p99 = summary(latencies)["p99"].as_f64().unwrap_or(f64::NAN);
+    let ingest_rate = ingest["events_per_s"].as_f64().unwrap_or(0.0);
+    let delivery_rate = delivery["deliveries_per_s"].as_f64().unwrap_or(0.0);
+    json!({
+        "quick": args.quick,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "ingest": ingest,
+        "delivery": delivery,
+        "latency": latency,
+        "targets": {
+            "ingest_events_per_s": {"target": 50000, "measured": ingest_rate, "met": ingest_rate >= 50000.0},
+            "deliveries_per_s": {"target": 10000, "measured": delivery_rate, "met": delivery_rate >= 10000.0},
+            "event_to_webhook_p99_ms": {"target": 50, "measured": p99, "met": p99 <= 50.0},
+        },
+    })
+}
+

@@ -1,0 +1,689 @@
+//! The TOML configuration: parsing with line numbers, `${VAR}` expansion,
+//! `CUECAST_*` overrides, and the resolved [`Config`] that the rest of the
+//! relay reads. Every default and limit lives in this file.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{ConfigError, Error, Result};
+use crate::policy::{Pattern, Rate, DEFAULT_SCHEDULE};
+use crate::rules::Rules;
+use crate::signing::Secret;
+
+/// The resolved configuration: every optional setting filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `listen`: the address the HTTP server binds (default `127.0.0.1:8686`).
+    pub listen: SocketAddr,
+    /// `storage`: where events and deliveries are kept. Only `sqlite://PATH`
+    /// (relative to the working directory) is supported; the default is
+    /// `sqlite://data/cuecast.db`.
+    pub storage: Storage,
+    /// `[admin] token`: bearer token for `/admin/*`; without it the admin API is off.
+    pub admin_token: Option<String>,
+    /// `[egress]`: the SSRF guard's exceptions.
+    pub egress: Egress,
+    /// `[limits]`: ingest limits and timings.
+    pub limits: Limits,
+    /// `[[source]]`: write keys and the browser origins each accepts.
+    pub sources: Vec<Source>,
+    /// `[[webhook]]`: where events go.
+    pub webhooks: Vec<Webhook>,
+    /// The compiled conditions and templates of `webhooks`, in the same order.
+    pub rules: std::sync::Arc<Rules>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    Sqlite(PathBuf),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Egress {
+    /// Destinations inside these ranges are dialled despite the SSRF guard.
+    pub allow_cidrs: Vec<IpNet>,
+    /// Refuse plain-http webhook URLs.
+    pub https_only: bool,
+}
+
+/// Ingest limits and timings (`[limits]`, all optional).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest batch body, before and after gzip decompression (512 KB).
+    pub max_body_bytes: usize,
+    /// Batches per second and write key (`key_rate`, default `2000/s`).
+    pub key_rate: Rate,
+    /// Batches per second and client IP (`ip_rate`, default `200/s`): a
+    /// browser sends about one batch per few seconds.
+    pub ip_rate: Rate,
+    /// Pending deliveries above which ingest answers 503 (`backlog_high_water`, default 200,000).
+    pub backlog_high_water: usize,
+    /// How long shutdown waits for in-flight deliveries (`shutdown_grace`, default `10s`).
+    pub shutdown_grace: Duration,
+    /// How long an event id is remembered for dedupe (`dedupe_window`, default `7d`, at least 7 days).
+    pub dedupe_window: Duration,
+    /// How often the server looks for work queued by another process
+    /// (`replay`, `enable`) (`sweep_interval`, default `2s`).
+    pub sweep_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 512 * 1024,
+            key_rate: Rate { count: 2000, per: Duration::from_secs(1) },
+            ip_rate: Rate { count: 200, per: Duration::from_secs(1) },
+            backlog_high_water: 200_000,
+            shutdown_grace: Duration::from_secs(10),
+            dedupe_window: Duration::from_secs(7 * 24 * 3600),
+            sweep_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub write_key: String,
+    /// Allowed `Origin` values; `Any` for `"*"`.
+    pub origins: Origins,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origins {
+    Any,
+    List(Vec<String>),
+}
+
+impl Origins {
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            Origins::Any => true,
+            Origins::List(list) => list.iter().any(|o| o == origin),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+/// One `[[webhook]]`.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Stable name; deliveries refer to it, so renaming orphans pending ones.
+    pub id: String,
+    /// `events`: exact names, `prefix.*` or `*`.
+    pub events: Vec<Pattern>,
+    /// `when`: a minijinja expression over the event, e.g. `properties.score <= 6`.
+    pub when: Option<String>,
+    /// `method`: POST (default) or GET.
+    pub method: Method,
+    /// `url`: a plain URL, or a minijinja template when it contains `{{`.
+    pub url: String,
+    /// `headers`: sent as given, after the relay's own (cannot replace `webhook-*`).
+    pub headers: Vec<(String, String)>,
+    /// `body`: a minijinja template producing the POST body; default
+    /// `{"type","timestamp","data"}`.
+    pub body: Option<String>,
+    /// `secret`: one `whsec_…` or a list while rotating; none means unsigned.
+    pub secrets: Vec<Secret>,
+    /// `timeout`: per attempt, default 10 s.
+    pub timeout: Duration,
+    /// `rate_limit`: attempts per time unit, default unlimited.
+    pub rate_limit: Option<Rate>,
+    /// `concurrency`: attempts in flight at once, default 64.
+    pub concurrency: usize,
+    /// `retry`: delay before each attempt, the first usually `"0s"`; its
+    /// length is the number of attempts. Default: [`DEFAULT_SCHEDULE`].
+    pub retry: Vec<Duration>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8686";
+pub const DEFAULT_STORAGE: &str = "sqlite://data/cuecast.db";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CONCURRENCY: usize = 64;
+
+// ---- raw TOML, with spans for line numbers ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    storage: Option<Spanned<String>>,
+    admin: Option<RawAdmin>,
+    egress: Option<RawEgress>,
+    limits: Option<RawLimits>,
+    #[serde(default)]
+    source: Vec<RawSource>,
+    #[serde(default)]
+    webhook: Vec<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    #[serde(default)]
+    allow_cidrs: Vec<Spanned<String>>,
+    https_only: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    key_rate: Option<Spanned<String>>,
+    ip_rate: Option<Spanned<String>>,
+    backlog_high_water: Option<Spanned<u64>>,
+    shutdown_grace: Option<Spanned<String>>,
+    dedupe_window: Option<Spanned<String>>,
+    sweep_interval: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    write_key: Spanned<String>,
+    #[serde(default)]
+    origins: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    id: Spanned<String>,
+    events: Spanned<Vec<Spanned<String>>>,
+    when: Option<Spanned<String>>,
+    method: Option<Spanned<String>>,
+    url: Spanned<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    body: Option<Spanned<String>>,
+    secret: Option<Spanned<toml::Value>>,
+    timeout: Option<Spanned<String>>,
+    rate_limit: Option<Spanned<String>>,
+    concurrency: Option<Spanned<u64>>,
+    retry: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// Collects problems instead of stopping at the first, so `check-config`
+/// can list them all.
+struct Check<'a> {
+    src: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Check<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.src[..offset.min(self.src.len())].matches('\n').count() + 1
+    }
+
+    fn error(&mut self, at: Option<usize>, message: impl Into<String>) {
+        let line = at.map(|o| self.line(o));
+        self.errors.push(ConfigError { line, message: message.into() });
+    }
+
+    /// `${VAR}` (or `${VAR:-default}`) replaced from the environment; `$$` is a literal `$`.
+    fn expand(&mut self, value: &Spanned<String>) -> String {
+        match expand_env(value.get_ref(), self.env) {
+            Ok(s) => s,
+            Err(e) => {
+                self.error(Some(value.span().start), e);
+                String::new()
+            }
+        }
+    }
+
+    fn parse<T>(&mut self, value: &Spanned<String>, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let text = self.expand(value);
+        match f(&text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(Some(value.span().start), e);
+                None
+            }
+        }
+    }
+}
+
+/// Expands `${VAR}` and `${VAR:-default}`; `$$` stands for `$`.
+pub fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let end = inner.find('}').ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
+            let (name, default) = match inner[..end].split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (&inner[..end], None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("${{{name}}} is not a valid environment variable name"));
+            }
+            match (env(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => return Err(format!("environment variable {name} is not set")),
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration like \"10s\" or \"5m\": {e}"))
+}
+
+impl Config {
+    /// Reads and resolves a file, with the process environment for `${VAR}`
+    /// and `CUECAST_*` overrides.
+    pub fn load(path: &Path) -> Result<Config> {
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config { path: path.display().to_string(), errors: vec![ConfigError { line: None, message: e.to_string() }] })?;
+        let env = |name: &str| std::env::var(name).ok();
+        Config::parse(&src, &env).map_err(|errors| Error::Config { path: path.display().to_string(), errors })
+    }
+
+    /// Parses TOML text; `env` answers `${VAR}` and `CUECAST_*` look-ups.
+    pub fn parse(src: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigError>> {
+        let mut check = Check { src, env, errors: Vec::new() };
+        let raw: RawConfig = match toml::from_str(src) {
+            Ok(raw) => raw,
+            Err(e) => {
+                check.error(e.span().map(|s| s.start), e.message().trim().to_string());
+                return Err(check.errors);
+            }
+        };
+
+        let listen_text = match (env("CUECAST_LISTEN"), &raw.listen) {
+            (Some(v), _) => Some(v),
+            (None, Some(l)) => Some(check.expand(l)),
+            (None, None) => None,
+        };
+        let listen = match listen_text.as_deref().unwrap_or(DEFAULT_LISTEN).parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                let at = raw.listen.as_ref().map(|l| l.span().start);
+                check.error(at, format!("listen {:?} must be an address like \"127.0.0.1:8686\"", listen_text.unwrap_or_default()));
+                DEFAULT_LISTEN.parse().expect("valid default")
+            }
+        };
+
+        let storage_text = match (env("CUECAST_STORAGE"), &raw.storage) {
+            (Some(v), _) => v,
+            (None, Some(s)) => check.expand(s),
+            (None, None) => DEFAULT_STORAGE.into(),
+        };
+        let storage = match storage_text.strip_prefix("sqlite://") {
+            Some(path) if !path.is_empty() => Storage::Sqlite(PathBuf::from(path)),
+            _ => {
+                let at = raw.storage.as_ref().map(|s| s.span().start);
+                let hint = if storage_text.starts_with("postgres") { " (PostgreSQL is not supported yet)" } else { "" };
+                check.error(at, format!("storage {storage_text:?} must be \"sqlite://PATH\"{hint}"));
+                Storage::Sqlite(PathBuf::from("data/cuecast.db"))
+            }
+        };
+
+        let admin_token = match (env("CUECAST_ADMIN_TOKEN"), raw.admin.as_ref().and_then(|a| a.token.as_ref())) {
+            (Some(v), _) => Some(v),
+            (None, Some(t)) => Some(check.expand(t)),
+            (None, None) => None,
+        }
+        .filter(|t| !t.is_empty());
+
+        let mut egress = Egress::default();
+        if let Some(raw_egress) = &raw.egress {
+            for cidr in &raw_egress.allow_cidrs {
+                if let Some(net) = check.parse(cidr, |s| {
+                    s.parse::<IpNet>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                        .map_err(|_| format!("allow_cidrs entry {s:?} is not a CIDR like \"10.0.0.0/8\""))
+                }) {
+                    egress.allow_cidrs.push(net);
+                }
+            }
+            egress.https_only = raw_egress.https_only.unwrap_or(false);
+        }
+
+        let mut limits = Limits::default();
+        if let Some(l) = &raw.limits {
+            if let Some(r) = &l.key_rate {
+                limits.key_rate = check.parse(r, Rate::parse).unwrap_or(limits.key_rate);
+            }
+            if let Some(r) = &l.ip_rate {
+                limits.ip_rate = check.parse(r, Rate::parse).unwrap_or(limits.ip_rate);
+            }
+            if let Some(n) = &l.backlog_high_water {
+                limits.backlog_high_water = *n.get_ref() as usize;
+            }
+            if let Some(d) = &l.shutdown_grace {
+                limits.shutdown_grace = check.parse(d, parse_duration).unwrap_or(limits.shutdown_grace);
+            }
+            if let Some(d) = &l.sweep_interval {
+                limits.sweep_interval = check.parse(d, parse_duration).unwrap_or(limits.sweep_interval);
+            }
+            if let Some(d) = &l.dedupe_window {
+                if let Some(window) = check.parse(d, parse_duration) {
+                    if window < Duration::from_secs(7 * 24 * 3600) {
+                        check.error(Some(d.span().start), "dedupe_window must be at least 7 days");
+                    } else {
+                        limits.dedupe_window = window;
+                    }
+                }
+            }
+        }
+
+        let mut sources = Vec::new();
+        let mut keys = HashSet::new();
+        for s in &raw.source {
+            let write_key = check.expand(&s.write_key);
+            if write_key.trim().is_empty() {
+                check.error(Some(s.write_key.span().start), "write_key must not be empty");
+            } else if !keys.insert(write_key.clone()) {
+                check.error(Some(s.write_key.span().start), format!("write_key {write_key:?} is configured twice"));
+            }
+            let mut list = Vec::new();
+            let mut any = false;
+            for o in &s.origins {
+                let origin = check.expand(o);
+                if origin == "*" {
+                    any = true;
+                } else if url::Url::parse(&origin).map(|u| u.origin().ascii_serialization() == origin).unwrap_or(false) {
+                    list.push(origin);
+                } else {
+                    check.error(Some(o.span().start), format!("origin {origin:?} must be \"*\" or like \"https://app.example.com\" (scheme, host, optional port, no path)"));
+                }
+            }
+            sources.push(Source { write_key, origins: if any { Origins::Any } else { Origins::List(list) } });
+        }
+
+        let mut webhooks = Vec::new();
+        let mut ids = HashSet::new();
+        let mut template_spans = Vec::new();
+        for w in &raw.webhook {
+            let id = check.expand(&w.id);
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                check.error(Some(w.id.span().start), format!("webhook id {id:?} must be letters, digits, '-', '_' or '.'"));
+            } else if !ids.insert(id.clone()) {
+                check.error(Some(w.id.span().start), format!("webhook id {id:?} is used twice"));
+            }
+            let mut events = Vec::new();
+            for e in w.events.get_ref() {
+                if let Some(p) = check.parse(e, Pattern::parse) {
+                    events.push(p);
+                }
+            }
+            if w.events.get_ref().is_empty() {
+                check.error(Some(w.events.span().start), format!("webhook {id:?}: events must list at least one name, \"prefix.*\" or \"*\""));
+            }
+            let method = match &w.method {
+                None => Method::Post,
+                Some(m) => check
+                    .parse(m, |s| match s.to_ascii_uppercase().as_str() {
+                        "POST" => Ok(Method::Post),
+                        "GET" => Ok(Method::Get),
+                        _ => Err(format!("method {s:?} must be \"POST\" or \"GET\"")),
+                    })
+                    .unwrap_or(Method::Post),
+            };
+            let url = check.expand(&w.url);
+            if !url.contains("{{") {
+                match url::Url::parse(&url) {
+                    Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                        check.error(Some(w.url.span().start), format!("url {url:?} must be http or https"))
+                    }
+                    Ok(u) if egress.https_only && u.scheme() != "https" => {
+                        check.error(Some(w.url.span().start), format!("url {url:?} is http, but egress.https_only is set"))
+                    }
+                    Ok(_) => {}
+                    Err(e) => check.error(Some(w.url.span().start), format!("url {url:?} is not a URL: {e}")),
+                }
+            }
+            let mut headers = Vec::new();
+            for (name, value) in &w.headers {
+                let lower = name.to_ascii_lowercase();
+                if lower.starts_with("webhook-") {
+                    check.error(Some(value.span().start), format!("header {name:?} is set by the relay for signatures and cannot be configured"));
+                } else if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    check.error(Some(value.span().start), format!("header name {name:?} is not valid"));
+                }
+                let v = check.expand(value);
+                if axum::http::HeaderValue::from_str(&v).is_err() {
+                    check.error(Some(value.span().start), format!("header {name:?} has a value that is not valid in HTTP"));
+                }
+                headers.push((name.clone(), v));
+            }
+            let when = w.when.as_ref().map(|s| check.expand(s));
+            let body = w.body.as_ref().map(|s| check.expand(s));
+            if method == Method::Get && body.is_some() {
+                check.error(w.body.as_ref().map(|b| b.span().start), format!("webhook {id:?}: a GET has no body; put fields in a url template instead"));
+            }
+            let mut secrets = Vec::new();
+            if let Some(secret) = &w.secret {
+                let at = Some(secret.span().start);
+                let texts: Vec<String> = match secret.get_ref() {
+                    toml::Value::String(s) => vec![s.clone()],
+                    toml::Value::Array(items) if !items.is_empty() && items.iter().all(|i| i.is_str()) => {
+                        items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect()
+                    }
+                    _ => {
+                        check.error(at, "secret must be \"whsec_…\" or a list of them (while rotating)");
+                        vec![]
+                    }
+                };
+                for t in texts {
+                    match expand_env(&t, env).and_then(|t| Secret::parse(&t)) {
+                        Ok(s) => secrets.push(s),
+                        Err(e) => check.error(at, e),
+                    }
+                }
+            }
+            let timeout = w.timeout.as_ref().and_then(|t| check.parse(t, parse_duration)).unwrap_or(DEFAULT_TIMEOUT);
+            let rate_limit = w.rate_limit.as_ref().and_then(|r| check.parse(r, Rate::parse));
+            let concurrency = match &w.concurrency {
+                Some(c) if *c.get_ref() == 0 || *c.get_ref() > 1024 => {
+                    check.error(Some(c.span().start), "concurrency must be from 1 to 1024");
+                    DEFAULT_CONCURRENCY
+                }
+                Some(c) => *c.get_ref() as usize,
+                None => DEFAULT_CONCURRENCY,
+            };
+            let retry = match &w.retry {
+                Some(list) if list.get_ref().is_empty() => {
+                    check.error(Some(list.span().start), "retry must list at least one delay (the first attempt, usually \"0s\")");
+                    DEFAULT_SCHEDULE.to_vec()
+                }
+                Some(list) => list.get_ref().iter().filter_map(|d| check.parse(d, parse_duration)).collect(),
+                None => DEFAULT_SCHEDULE.to_vec(),
+            };
+            template_spans.push((
+                w.when.as_ref().map(|s| s.span().start),
+                w.url.span().start,
+                w.body.as_ref().map(|s| s.span().start),
+            ));
+            webhooks.push(Webhook {
+                id,
+                events,
+                when,
+                method,
+                url,
+                headers,
+                body,
+                secrets,
+                timeout,
+                rate_limit,
+                concurrency,
+                retry,
+            });
+        }
+
+        let rules = match Rules::new(&webhooks) {
+            Ok(rules) => rules,
+            Err(problems) => {
+                for p in problems {
+                    let (when_at, url_at, body_at) = template_spans[p.webhook];
+                    let at = match p.field {
+                        "when" => when_at,
+                        "url" => Some(url_at),
+                        _ => body_at,
+                    };
+                    let base = at.map(|o| check.line(o)).unwrap_or(1);
+                    // A '''…''' string starting with a newline begins on the next line.
+                    let starts_next = at.map(|o| src[o..].starts_with("'''\n") || src[o..].starts_with("\"\"\"\n")).unwrap_or(false);
+                    let line = base + p.line.unwrap_or(1) - 1 + usize::from(starts_next && p.line.is_some());
+                    check.errors.push(ConfigError {
+                        line: Some(line),
+                        message: format!("webhook {:?}: {} {}", webhooks[p.webhook].id, p.field, p.message),
+                    });
+                }
+                Rules::new(&[]).expect("no templates, no errors")
+            }
+        };
+
+        if check.errors.is_empty() {
+            Ok(Config { listen, storage, admin_token, egress, limits, sources, webhooks, rules: std::sync::Arc::new(rules) })
+        } else {
+            check.errors.sort_by_key(|e| e.line);
+            Err(check.errors)
+        }
+    }
+
+    pub fn source(&self, write_key: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.write_key == write_key)
+    }
+
+    pub fn webhook(&self, id: &str) -> Option<(usize, &Webhook)> {
+        self.webhooks.iter().enumerate().find(|(_, w)| w.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let src = r#"
+listen  = "127.0.0.1:8686"
+storage = "sqlite://data/cuecast.db"
+[admin]
+token = "${CUECAST_ADMIN_TOKEN}"
+[egress]
+allow_cidrs = []
+https_only  = false
+[[source]]
+write_key = "pk_live_demo"
+origins   = ["https://app.example.com"]
+[[webhook]]
+id      = "slack-nps-detractors"
+events  = ["survey.submitted"]
+when    = "properties.kind == 'nps' and properties.score <= 6"
+method  = "POST"
+url     = "https://hooks.slack.com/services/T000/B000/XXXX"
+headers = { Authorization = "Bearer ${SLACK_TOKEN}" }
+body    = '''{"text": "NPS {{ properties.score }} from {{ userId or anonymousId }}: {{ properties.comment }}"}'''
+secret  = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+timeout = "10s"
+rate_limit = "20/s"
+"#;
+        let env = |n: &str| match n {
+            "CUECAST_ADMIN_TOKEN" => Some("adm".to_string()),
+            "SLACK_TOKEN" => Some("xoxb".to_string()),
+            _ => None,
+        };
+        let c = Config::parse(src, &env).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("adm"));
+        assert_eq!(c.webhooks[0].headers, [("Authorization".to_string(), "Bearer xoxb".to_string())]);
+        assert_eq!(c.webhooks[0].rate_limit, Some(Rate { count: 20, per: Duration::from_secs(1) }));
+        assert_eq!(c.webhooks[0].retry, DEFAULT_SCHEDULE.to_vec());
+        assert_eq!(c.sources[0].origins, Origins::List(vec!["https://app.example.com".into()]));
+        // CUECAST_* overrides win over the file.
+        let env2 = |n: &str| match n {
+            "CUECAST_LISTEN" => Some("0.0.0.0:9000".to_string()),
+            "CUECAST_STORAGE" => Some("sqlite:///tmp/x.db".to_string()),
+            other => env(other),
+        };
+        let c = Config::parse(src, &env2).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.storage, Storage::Sqlite("/tmp/x.db".into()));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let src = r#"listen = "nowhere"
+storage = "postgres://db"
+[[source]]
+write_key = "${MISSING_KEY}"
+origins = ["https://a.example.com/path"]
+[[webhook]]
+id = "a"
+events = ["survey*"]
+method = "PUT"
+url = "ftp://x"
+timeout = "soon"
+rate_limit = "fast"
+headers = { webhook-signature = "x" }
+[[webhook]]
+id = "a"
+events = ["*"]
+when = "properties.score <"
+url = "https://example.com"
+body = '''
+{"a": {{ properties.x | }}}
+'''
+"#;
+        let errors = Config::parse(src, &no_env).unwrap_err();
+        let lines: Vec<usize> = errors.iter().map(|e| e.line.unwrap()).collect();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        for expected in [1, 2, 4, 5, 8, 9, 10, 11, 12, 13, 15, 17, 20] {
+            assert!(lines.contains(&expected), "no error on line {expected}: {text:#?}");
+        }
+        assert!(text.iter().any(|t| t.contains("MISSING_KEY is not set")), "{text:#?}");
+        assert!(text.iter().any(|t| t.contains("line 20: webhook \"a\": body syntax error")), "{text:#?}");
+    }
+
+    #[test]
+    fn syntax_and_unknown_fields_have_lines() {
+        let errors = Config::parse("listen = \"127.0.0.1:1\"\n[[webhook]]\nid = \"x\"\nevent = [\"*\"]\n", &no_env).unwrap_err();
+        assert_eq!(errors[0].line, Some(4), "{errors:?}");
+        let errors = Config::parse("listen = \n", &no_env).unwrap_err();
+        assert_eq!(errors[0].line, Some(1), "{errors:?}");
+    }
+
+    #[test]
+    fn env_expansion() {
+        let env = |n: &str| (n == "A").then(|| "1".to_string());
+        assert_eq!(expand_env("x${A}y", &env).unwrap(), "x1y");
+        assert_eq!(expand_env("${B:-dflt}", &env).unwrap(), "dflt");
+        assert_eq!(expand_env("$$A $5", &env).unwrap(), "$A $5");
+        assert!(expand_env("${B}", &env).unwrap_err().contains("B is not set"));
+        assert!(expand_env("${A", &env).is_err());
+    }
+}

@@ -1,0 +1,426 @@
+//! Delivery: per-webhook queues and workers.
+//!
+//! Each webhook has its own queue, worker, concurrency limit and rate limit,
+//! so a slow, hanging or failing receiver only ever holds up its own queue.
+//! New deliveries arrive straight from ingest (after their commit), from the
+//! database at start-up, and from a sweep that notices `replay` or
+//! `enable` run by another process. Retries wait in memory until due; their
+//! due time is stored too, so a restart resumes them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::http::{HeaderName, HeaderValue};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Method};
+use crate::error::Result;
+use crate::policy::{classify, next_delay, parse_retry_after, Bucket, Outcome};
+use crate::signing::sign;
+use crate::ssrf::{check_url, GuardedResolver};
+use crate::storage::{now_ms, AttemptRecord, PendingDelivery, Status, Storage};
+
+/// The relay's user agent.
+pub const USER_AGENT: &str = concat!("cuecast-relay/", env!("CARGO_PKG_VERSION"));
+/// How much of a response body is kept in the attempt log.
+pub const RESPONSE_KEEP_BYTES: usize = 4096;
+
+/// What one attempt did, before classification.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub http_status: Option<u16>,
+    pub retry_after: Option<Duration>,
+    /// The first 4 KB of the response body (lossy UTF-8).
+    pub response: Option<String>,
+    pub error: Option<String>,
+    /// The request could never succeed as configured (render error, refused
+    /// address): fail at once instead of retrying.
+    pub permanent: bool,
+    pub duration: Duration,
+}
+
+/// Renders, signs and sends requests for the configured webhooks.
+#[derive(Clone)]
+pub struct Sender {
+    config: Arc<Config>,
+    client: reqwest::Client,
+}
+
+impl Sender {
+    pub fn new(config: Arc<Config>) -> Result<Sender> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            // A proxy would dial for us and bypass the SSRF guard.
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver { allow: Arc::new(config.egress.allow_cidrs.clone()) }))
+            .user_agent(USER_AGENT)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1024)
+            .build()
+            .map_err(|e| crate::Error::Usage(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Sender { config, client })
+    }
+
+    /// One attempt of webhook `hook` for `event` with message id `msg_id`.
+    pub async fn send(&self, hook: usize, msg_id: &str, event: &serde_json::Value) -> AttemptResult {
+        let started = Instant::now();
+        let permanent = |error: String| AttemptResult {
+            http_status: None,
+            retry_after: None,
+            response: None,
+            error: Some(error),
+            permanent: true,
+            duration: started.elapsed(),
+        };
+        let w = &self.config.webhooks[hook];
+        let req = match self.config.rules.render(hook, event) {
+            Ok(r) => r,
+            Err(e) => return permanent(e),
+        };
+        if let Err(e) = check_url(&req.url, &self.config.egress.allow_cidrs, self.config.egress.https_only) {
+            return permanent(format!("SSRF guard refused {}: {e}", req.url));
+        }
+        let timestamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let mut builder = match req.method {
+            Method::Post => self.client.post(req.url.clone()).header("content-type", "application/json"),
+            Method::Get => self.client.get(req.url.clone()),
+        };
+        for (name, value) in &w.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let mut signature_headers = vec![("webhook-id", msg_id.to_string()), ("webhook-timestamp", timestamp.to_string())];
+        if !w.secrets.is_empty() {
+            let signed: &[u8] = match &req.body {
+                Some(body) => body,
+                // GET: the request target stands in for the body.
+                None => req.url[url::Position::BeforePath..url::Position::AfterQuery].as_bytes(),
+            };
+            signature_headers.push(("webhook-signature", sign(&w.secrets, msg_id, timestamp, signed)));
+        }
+        let mut built = match builder.timeout(w.timeout).build() {
+            Ok(b) => b,
+            Err(e) => return permanent(format!("cannot build the request: {}", chain(&e))),
+        };
+        for (name, value) in signature_headers {
+            // insert, not append: these replace anything configured.
+            built.headers_mut().insert(HeaderName::from_static(name), HeaderValue::from_str(&value).expect("ASCII"));
+        }
+        if let Some(body) = req.body {
+            *built.body_mut() = Some(body.into());
+        }
+        match self.client.execute(built).await {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                let mut kept = Vec::new();
+                let mut error = None;
+                loop {
+                    match resp.chunk().await {
+                        Ok(Some(chunk)) => {
+                            let room = RESPONSE_KEEP_BYTES - kept.len();
+                            kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                            if kept.len() >= RESPONSE_KEEP_BYTES {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            error = Some(format!("reading the response: {}", chain(&e)));
+                            break;
+                        }
+                    }
+                }
+                AttemptResult {
+                    http_status: Some(status),
+                    retry_after,
+                    response: Some(String::from_utf8_lossy(&kept).into_owned()),
+                    error,
+                    permanent: false,
+                    duration: started.elapsed(),
+                }
+            }
+            Err(e) => {
+                let message = chain(&e);
+                let refused = message.contains("SSRF guard refused");
+                let error = if e.is_timeout() { format!("timed out after {:?}: {message}", w.timeout) } else { message };
+                AttemptResult {
+                    http_status: None,
+                    retry_after: None,
+                    response: None,
+                    error: Some(error),
+                    permanent: refused,
+                    duration: started.elapsed(),
+                }
+            }
+        }
+    }
+}
+
+/// An error and its sources on one line (reqwest hides the useful part in the chain).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Owns the queues and workers of every webhook.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    storage: Storage,
+    sender: Sender,
+    queues: HashMap<String, (usize, mpsc::UnboundedSender<PendingDelivery>)>,
+    disabled: Mutex<HashSet<String>>,
+    /// Deliveries this process has in a queue, in flight or waiting for a
+    /// retry; its size is the backlog that ingest compares with the high-water mark.
+    owned: Mutex<HashSet<i64>>,
+    cancel: CancellationToken,
+    in_flight: TaskTracker,
+}
+
+impl Dispatcher {
+    /// Starts one worker per webhook, loads the stored backlog and starts the sweep.
+    pub async fn start(config: Arc<Config>, storage: Storage) -> Result<Dispatcher> {
+        let sender = Sender::new(config.clone())?;
+        let mut queues = HashMap::new();
+        let mut receivers = Vec::new();
+        for (i, w) in config.webhooks.iter().enumerate() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            queues.insert(w.id.clone(), (i, tx));
+            receivers.push((i, rx));
+        }
+        let disabled = storage.disabled_webhooks().await?.into_iter().map(|(id, _)| id).collect();
+        let inner = Arc::new(Inner {
+            config,
+            storage,
+            sender,
+            queues,
+            disabled: Mutex::new(disabled),
+            owned: Mutex::new(HashSet::new()),
+            cancel: CancellationToken::new(),
+            in_flight: TaskTracker::new(),
+        });
+        for (i, rx) in receivers {
+            tokio::spawn(worker(inner.clone(), i, rx));
+        }
+        let d = Dispatcher { inner };
+        let mut seq = d.inner.storage.change_seq().await?;
+        let backlog = d.inner.storage.pending().await?;
+        if !backlog.is_empty() {
+            tracing::info!(count = backlog.len(), "resuming stored deliveries");
+        }
+        d.enqueue(backlog);
+        let sweeper = d.clone();
+        let interval = d.inner.config.limits.sweep_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = sweeper.inner.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                match sweeper.inner.storage.change_seq().await {
+                    Ok(now) if now != seq => {
+                        seq = now;
+                        if let Err(e) = sweeper.reload().await {
+                            tracing::error!(error = %e, "sweep failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "sweep failed"),
+                }
+            }
+        });
+        Ok(d)
+    }
+
+    async fn reload(&self) -> Result<()> {
+        let disabled: HashSet<String> = self.inner.storage.disabled_webhooks().await?.into_iter().map(|(id, _)| id).collect();
+        *self.inner.disabled.lock().unwrap() = disabled;
+        self.enqueue(self.inner.storage.pending().await?);
+        Ok(())
+    }
+
+    /// Pending deliveries this process holds.
+    pub fn backlog(&self) -> usize {
+        self.inner.owned.lock().unwrap().len()
+    }
+
+    pub fn is_disabled(&self, webhook_id: &str) -> bool {
+        self.inner.disabled.lock().unwrap().contains(webhook_id)
+    }
+
+    /// Hands stored pending deliveries to their webhooks' queues (each at most once).
+    pub fn enqueue(&self, deliveries: Vec<PendingDelivery>) {
+        let now = now_ms();
+        let mut owned = self.inner.owned.lock().unwrap();
+        for d in deliveries {
+            let Some((_, tx)) = self.inner.queues.get(&d.webhook_id) else {
+                tracing::warn!(webhook = %d.webhook_id, delivery = d.id, "pending delivery for a webhook that is no longer configured; left stored");
+                continue;
+            };
+            if !owned.insert(d.id) {
+                continue;
+            }
+            let wait = d.next_attempt_at - now;
+            if wait > 0 {
+                self.later(Duration::from_millis(wait as u64), d);
+            } else {
+                let _ = tx.send(d);
+            }
+        }
+    }
+
+    /// Re-queues `d` after `wait`, unless shutting down (it stays stored).
+    fn later(&self, wait: Duration, d: PendingDelivery) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = inner.cancel.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {
+                    if let Some((_, tx)) = inner.queues.get(&d.webhook_id) {
+                        let _ = tx.send(d);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Stops taking work, waits up to `grace` for attempts in flight, and
+    /// flushes their results. Whatever is left stays stored as pending.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.cancel.cancel();
+        self.inner.in_flight.close();
+        if tokio::time::timeout(grace, self.inner.in_flight.wait()).await.is_err() {
+            tracing::warn!(?grace, "shutdown: attempts still in flight were abandoned; they stay pending");
+        }
+        let _ = self.inner.storage.flush().await;
+    }
+}
+
+fn monotonic(start: Instant) -> Duration {
+    start.elapsed()
+}
+
+async fn worker(inner: Arc<Inner>, hook: usize, mut rx: mpsc::UnboundedReceiver<PendingDelivery>) {
+    let w = &inner.config.webhooks[hook];
+    let limit = Arc::new(Semaphore::new(w.concurrency));
+    let start = Instant::now();
+    let mut bucket = w.rate_limit.map(|r| Bucket::new(r, monotonic(start)));
+    loop {
+        let d = tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            d = rx.recv() => match d { Some(d) => d, None => return },
+        };
+        if let Some(bucket) = bucket.as_mut() {
+            while let Err(wait) = bucket.take(monotonic(start)) {
+                tokio::select! {
+                    _ = inner.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        let permit = tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            p = limit.clone().acquire_owned() => p.expect("never closed"),
+        };
+        let inner2 = inner.clone();
+        inner.in_flight.spawn(async move {
+            attempt(&inner2, hook, d).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn attempt(inner: &Arc<Inner>, hook: usize, mut d: PendingDelivery) {
+    let w = &inner.config.webhooks[hook];
+    if inner.disabled.lock().unwrap().contains(&w.id) {
+        // Its pending deliveries were dead-lettered when it was disabled.
+        inner.owned.lock().unwrap().remove(&d.id);
+        return;
+    }
+    let at = now_ms();
+    let result = match serde_json::from_str::<serde_json::Value>(&d.event_body) {
+        Ok(event) => inner.sender.send(hook, &d.msg_id, &event).await,
+        Err(e) => AttemptResult {
+            http_status: None,
+            retry_after: None,
+            response: None,
+            error: Some(format!("stored event is not JSON: {e}")),
+            permanent: true,
+            duration: Duration::ZERO,
+        },
+    };
+    d.attempts += 1;
+    let outcome = if result.permanent { Outcome::Failed } else { classify(result.http_status, result.retry_after) };
+    let mut error = result.error.clone();
+    let (status, next) = match outcome {
+        Outcome::Delivered => (Status::Delivered, None),
+        Outcome::Failed => {
+            if error.is_none() {
+                error = result.http_status.map(|s| format!("HTTP {s}: not retried"));
+            }
+            (Status::Failed, None)
+        }
+        Outcome::Gone => {
+            error = Some("HTTP 410 Gone: the webhook is disabled".into());
+            (Status::Failed, None)
+        }
+        Outcome::Retry { retry_after } => {
+            if error.is_none() {
+                error = result.http_status.map(|s| format!("HTTP {s}: will retry"));
+            }
+            match next_delay(&w.retry, d.attempts, retry_after, rand::random::<f64>()) {
+                Some(wait) => (Status::Pending, Some(wait)),
+                None => (Status::Dead, None),
+            }
+        }
+    };
+    let next_at = next.map(|wait| at + result.duration.as_millis() as i64 + wait.as_millis() as i64);
+    tracing::debug!(webhook = %w.id, delivery = d.id, attempt = d.attempts, status = ?result.http_status, outcome = ?status, "attempt");
+    inner.storage.record(AttemptRecord {
+        delivery_id: d.id,
+        at,
+        http_status: result.http_status,
+        duration_ms: result.duration.as_millis() as i64,
+        response: result.response,
+        error,
+        new_status: status,
+        attempts: d.attempts,
+        next_attempt_at: next_at,
+    });
+    if outcome == Outcome::Gone {
+        tracing::warn!(webhook = %w.id, "receiver answered 410 Gone: webhook disabled; its pending deliveries are dead-lettered");
+        inner.disabled.lock().unwrap().insert(w.id.clone());
+        if let Err(e) = inner.storage.disable_webhook(w.id.clone(), "the receiver answered 410 Gone".into()).await {
+            tracing::error!(error = %e, "cannot store that the webhook is disabled");
+        }
+    }
+    match (status, next) {
+        (Status::Pending, Some(wait)) => {
+            d.next_attempt_at = next_at.unwrap_or(at);
+            Dispatcher { inner: inner.clone() }.later(wait, d);
+        }
+        _ => {
+            inner.owned.lock().unwrap().remove(&d.id);
+        }
+    }
+}

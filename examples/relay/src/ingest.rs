@@ -1,0 +1,232 @@
+//! The HTTP API: `POST /v1/batch` (with CORS and limits), health checks and
+//! the admin endpoints.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cuecast::wire::{self, Ack};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::policy::{Bucket, Rate};
+use crate::storage::{NewDelivery, NewEvent, Status};
+use crate::Relay;
+
+/// How long a client is told to wait when the backlog is above its high-water mark.
+pub const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Per-key and per-IP token buckets.
+pub struct Limiter {
+    start: Instant,
+    keys: Mutex<HashMap<String, Bucket>>,
+    ips: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter { start: Instant::now(), keys: Mutex::default(), ips: Mutex::default() }
+    }
+}
+
+impl Limiter {
+    fn take<K: std::hash::Hash + Eq>(&self, map: &Mutex<HashMap<K, Bucket>>, key: K, rate: Rate) -> Result<(), Duration> {
+        let now = self.start.elapsed();
+        let mut map = map.lock().unwrap();
+        if map.len() > 100_000 {
+            // Forget clients that have been quiet long enough to be full again.
+            map.retain(|_, b| !b.is_full(now));
+        }
+        map.entry(key).or_insert_with(|| Bucket::new(rate, now)).take(now)
+    }
+}
+
+fn origin_allowed_anywhere(relay: &Relay, origin: &str) -> bool {
+    relay.config.sources.iter().any(|s| s.origins.allows(origin))
+}
+
+fn cors(headers: &mut HeaderMap, origin: &str) {
+    if let Ok(v) = HeaderValue::from_str(origin) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
+/// `OPTIONS /v1/batch`: a preflight carries no body, so no write key; it is
+/// answered for any origin that some source allows, and the POST itself is
+/// checked against its key.
+pub async fn preflight(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if origin.is_empty() || !origin_allowed_anywhere(&relay, origin) {
+        return Error::OriginNotAllowed(if origin.is_empty() { "(none)".into() } else { origin.into() }).into_response();
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    cors(h, origin);
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type, content-encoding"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    response
+}
+
+/// `POST /v1/batch`.
+pub async fn batch(State(relay): State<Arc<Relay>>, req: Request) -> Response {
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let result = accept(&relay, req, origin.as_deref()).await;
+    let mut response = match result {
+        Ok(ack) => (StatusCode::ACCEPTED, Json(ack)).into_response(),
+        Err(e) => e.into_response(),
+    };
+    // Let the page read the answer (errors included) when its origin is one we serve.
+    if let Some(origin) = origin {
+        if response.status() != StatusCode::FORBIDDEN && origin_allowed_anywhere(&relay, &origin) {
+            cors(response.headers_mut(), &origin);
+        }
+    }
+    response
+}
+
+async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack> {
+    let limits = &relay.config.limits;
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    relay
+        .limiter
+        .take(&relay.limiter.ips, ip, limits.ip_rate)
+        .map_err(|retry_after| Error::RateLimited { per: "from this address", retry_after })?;
+    if relay.dispatcher.backlog() >= limits.backlog_high_water {
+        return Err(Error::Overloaded { retry_after: OVERLOAD_RETRY_AFTER });
+    }
+    // The decompression layer runs first, so this limit applies to the
+    // decompressed bytes: a small gzip bomb is cut off at the limit too.
+    let body = http_body_util::Limited::new(req.into_body(), limits.max_body_bytes).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            Error::BodyTooLarge { limit: limits.max_body_bytes }
+        } else {
+            Error::BadBody(e.to_string())
+        }
+    })?;
+    let batch = wire::decode_batch(&body.to_bytes())?;
+    let source = relay.config.source(&batch.write_key).ok_or(Error::UnknownWriteKey)?;
+    if let Some(origin) = origin {
+        if !source.origins.allows(origin) {
+            return Err(Error::OriginNotAllowed(origin.to_string()));
+        }
+    }
+    relay
+        .limiter
+        .take(&relay.limiter.keys, batch.write_key.clone(), limits.key_rate)
+        .map_err(|retry_after| Error::RateLimited { per: "for this write key", retry_after })?;
+
+    let rules = &relay.config.rules;
+    let mut events = Vec::with_capacity(batch.events.len());
+    for event in &batch.events {
+        let value = serde_json::to_value(event).expect("wire types serialise");
+        let deliveries = rules
+            .route(&event.event, &value)
+            .into_iter()
+            .filter_map(|(hook, verdict)| {
+                let webhook_id = relay.config.webhooks[hook].id.clone();
+                match verdict {
+                    Ok(false) => None,
+                    Ok(true) if relay.dispatcher.is_disabled(&webhook_id) => Some(NewDelivery {
+                        webhook_id,
+                        status: Status::Dead,
+                        error: Some("webhook disabled after 410 Gone".into()),
+                    }),
+                    Ok(true) => Some(NewDelivery { webhook_id, status: Status::Pending, error: None }),
+                    Err(message) => Some(NewDelivery { webhook_id, status: Status::Failed, error: Some(message) }),
+                }
+            })
+            .collect();
+        events.push(NewEvent {
+            id: event.id.clone(),
+            name: event.event.clone(),
+            write_key: batch.write_key.clone(),
+            body: value.to_string(),
+            deliveries,
+        });
+    }
+    let stored = relay.storage.ingest(events).await?;
+    let duplicates = stored.iter().filter(|s| s.duplicate).count() as u64;
+    let accepted = stored.len() as u64 - duplicates;
+    relay.dispatcher.enqueue(stored.into_iter().flat_map(|s| s.pending).collect());
+    Ok(Ack { accepted, duplicates })
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: storage reachable and migrations applied.
+pub async fn readyz(State(relay): State<Arc<Relay>>) -> Response {
+    match relay.storage.ready().await {
+        Ok(()) => Json(serde_json::json!({"status": "ready", "backlog": relay.dispatcher.backlog()})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn admin(relay: &Relay, headers: &HeaderMap) -> Result<()> {
+    let expected = relay.config.admin_token.as_deref().ok_or(Error::Unauthorized)?;
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // Compare in constant time so the token cannot be guessed byte by byte.
+    match given {
+        Some(g) if g.len() == expected.len() && g.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 => Ok(()),
+        _ => Err(Error::Unauthorized),
+    }
+}
+
+/// `GET /admin/webhooks`: each webhook, whether it is disabled, and delivery counts.
+pub async fn admin_webhooks(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Result<Json<serde_json::Value>> {
+    admin(&relay, &headers)?;
+    let disabled: HashMap<String, String> = relay.storage.disabled_webhooks().await?.into_iter().collect();
+    let hooks: Vec<_> = relay
+        .config
+        .webhooks
+        .iter()
+        .map(|w| serde_json::json!({"id": w.id, "disabled": disabled.get(&w.id)}))
+        .collect();
+    let counts: HashMap<String, i64> = relay.storage.counts().await?.into_iter().collect();
+    Ok(Json(serde_json::json!({"webhooks": hooks, "deliveries": counts, "backlog": relay.dispatcher.backlog()})))
+}
+
+#[derive(Deserialize)]
+pub struct DeliveryQuery {
+    #[serde(default = "dead")]
+    status: String,
+    webhook: Option<String>,
+}
+
+fn dead() -> String {
+    "dead".into()
+}
+
+/// `GET /admin/deliveries?status=dead&webhook=ID`.
+pub async fn admin_deliveries(
+    State(relay): State<Arc<Relay>>,
+    headers: HeaderMap,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Json<serde_json::Value>> {
+    admin(&relay, &headers)?;
+    let status = match q.status.as_str() {
+        "pending" => Status::Pending,
+        "delivered" => Status::Delivered,
+        "failed" => Status::Failed,
+        "dead" => Status::Dead,
+        other => return Err(Error::NotFound(format!("status {other:?} is not pending, delivered, failed or dead"))),
+    };
+    let rows = relay.storage.deliveries(status, q.webhook, 0, i64::MAX).await?;
+    Ok(Json(serde_json::json!({ "deliveries": rows })))
+}
+
+/// `GET /admin/deliveries/{id}/attempts`.
+pub async fn admin_attempts(State(relay): State<Arc<Relay>>, headers: HeaderMap, Path(id): Path<i64>) -> Result<Json<serde_json::Value>> {
+    admin(&relay, &headers)?;
+    Ok(Json(serde_json::json!({ "attempts": relay.storage.attempts(id).await? })))
+}

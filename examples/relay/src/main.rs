@@ -1,0 +1,217 @@
+//! The `cuecast-relay` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cuecast_relay::config::{Config, Storage as StorageUrl};
+use cuecast_relay::delivery::Sender;
+use cuecast_relay::signing::Secret;
+use cuecast_relay::storage::{self, Replay, Status, Storage};
+use cuecast_relay::{Error, Result};
+
+#[derive(Parser)]
+#[command(name = "cuecast-relay", version, about = "Accepts cuecast event batches durably and delivers them to webhooks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (CUECAST_LISTEN, CUECAST_STORAGE and CUECAST_ADMIN_TOKEN override the file).
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file; lists every problem with its line and exits non-zero if any.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Create or upgrade the database schema (serve does this too).
+    Migrate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a new signing secret (`whsec_` + base64 of 24 random bytes).
+    GenSecret,
+    /// Render a sample event for one webhook, deliver it and print the answer.
+    SendTest {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        webhook: String,
+        /// An event JSON file to send instead of the built-in sample.
+        #[arg(long)]
+        event: Option<PathBuf>,
+    },
+    /// List dead letters, or replay one (--id) or all of a webhook's in a time range.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Replay this delivery id.
+        #[arg(long, conflicts_with_all = ["webhook", "list"])]
+        id: Option<i64>,
+        /// Replay (or list) the dead letters of this webhook.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// Only dead letters dead-lettered at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only dead letters dead-lettered at or before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// List instead of replaying.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Re-enable a webhook that was disabled by a 410 Gone answer.
+    Enable {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        webhook: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn storage_path(config: &Config) -> &std::path::Path {
+    let StorageUrl::Sqlite(path) = &config.storage;
+    path
+}
+
+fn parse_time(s: &Option<String>, default: i64) -> Result<i64> {
+    match s {
+        None => Ok(default),
+        Some(t) => cuecast::time::parse_millis(t).ok_or_else(|| Error::Usage(format!("{t:?} is not an RFC 3339 time"))),
+    }
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
+            cuecast_relay::run(config, listener, cuecast_relay::shutdown_signal()).await?;
+        }
+        Command::CheckConfig { config: path } => match Config::load(&path) {
+            Ok(config) => {
+                println!(
+                    "{}: ok ({} source(s), {} webhook(s), storage {})",
+                    path.display(),
+                    config.sources.len(),
+                    config.webhooks.len(),
+                    storage::describe(storage_path(&config))
+                );
+            }
+            Err(Error::Config { path, errors }) => {
+                for e in &errors {
+                    println!("{path}:{}", e);
+                }
+                println!("{} problem(s)", errors.len());
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) => return Err(e),
+        },
+        Command::Migrate { config } => {
+            let config = Config::load(&config)?;
+            let (from, to) = storage::migrate_file(storage_path(&config))?;
+            println!("{}: schema version {from} -> {to}", storage::describe(storage_path(&config)));
+        }
+        Command::GenSecret => {
+            println!("{}", Secret::generate_text(rand::random()));
+        }
+        Command::SendTest { config, webhook, event } => {
+            let config = std::sync::Arc::new(Config::load(&config)?);
+            let (hook, _) = config.webhook(&webhook).ok_or_else(|| Error::Usage(format!("no webhook {webhook:?} in the config")))?;
+            let event = match event {
+                Some(path) => serde_json::from_slice(&std::fs::read(&path)?)
+                    .map_err(|e| Error::Usage(format!("{}: not JSON: {e}", path.display())))?,
+                None => cuecast_relay::samples::for_webhook(&config, hook),
+            };
+            let request = config.rules.render(hook, &event);
+            match &request {
+                Ok(r) => {
+                    println!("{} {}", if r.body.is_some() { "POST" } else { "GET" }, r.url);
+                    if let Some(body) = &r.body {
+                        println!("{}", String::from_utf8_lossy(body));
+                    }
+                }
+                Err(e) => println!("render failed: {e}"),
+            }
+            let msg_id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
+            let result = Sender::new(config.clone())?.send(hook, &msg_id, &event).await;
+            println!("---");
+            match result.http_status {
+                Some(s) => println!("HTTP {s} in {} ms", result.duration.as_millis()),
+                None => println!("no answer after {} ms", result.duration.as_millis()),
+            }
+            if let Some(body) = &result.response {
+                println!("{body}");
+            }
+            if let Some(e) = &result.error {
+                println!("error: {e}");
+            }
+            if !matches!(result.http_status, Some(200..=299)) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Replay { config, id, webhook, since, until, list } => {
+            let config = Config::load(&config)?;
+            let storage = Storage::open(storage_path(&config))?;
+            let (since, until) = (parse_time(&since, 0)?, parse_time(&until, i64::MAX)?);
+            if list || (id.is_none() && webhook.is_none()) {
+                let rows = storage.deliveries(Status::Dead, webhook, since, until).await?;
+                for r in &rows {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{} attempt(s)\t{}\t{}",
+                        r.id,
+                        r.webhook_id,
+                        r.event,
+                        r.event_id,
+                        r.attempts,
+                        cuecast::time::format_millis(r.updated_at),
+                        r.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                println!("{} dead letter(s)", rows.len());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let which = match (id, webhook) {
+                (Some(id), _) => Replay::One(id),
+                (None, Some(webhook_id)) => Replay::Webhook { webhook_id, since, until },
+                (None, None) => unreachable!("handled above"),
+            };
+            let n = storage.replay(which).await?;
+            println!("{n} dead letter(s) queued again; a running relay picks them up within seconds");
+        }
+        Command::Enable { config, webhook } => {
+            let config = Config::load(&config)?;
+            let storage = Storage::open(storage_path(&config))?;
+            if storage.enable_webhook(webhook.clone()).await? {
+                println!("{webhook} enabled; replay its dead letters with `cuecast-relay replay --webhook {webhook}`");
+            } else {
+                println!("{webhook} was not disabled");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,107 @@
+//! Wiring: [`run`] starts storage, delivery and the HTTP server and stops
+//! them in order; `main.rs` and the tests call it alike.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::decompression::RequestDecompressionLayer;
+
+use crate::config::{Config, Storage as StorageUrl};
+use crate::delivery::Dispatcher;
+use crate::error::Result;
+use crate::ingest::{self, Limiter};
+use crate::storage::{now_ms, Storage};
+
+/// The running relay's shared state.
+pub struct Relay {
+    pub config: Arc<Config>,
+    pub storage: Storage,
+    pub dispatcher: Dispatcher,
+    pub limiter: Limiter,
+}
+
+impl Relay {
+    /// Opens storage and starts delivery (no HTTP server).
+    pub async fn start(config: Config) -> Result<Arc<Relay>> {
+        let config = Arc::new(config);
+        let StorageUrl::Sqlite(path) = &config.storage;
+        let storage = Storage::open(path)?;
+        let dispatcher = Dispatcher::start(config.clone(), storage.clone()).await?;
+        Ok(Arc::new(Relay { config, storage, dispatcher, limiter: Limiter::default() }))
+    }
+}
+
+/// The HTTP routes.
+pub fn app(relay: Arc<Relay>) -> Router {
+    Router::new()
+        .route(
+            "/v1/batch",
+            post(ingest::batch).options(ingest::preflight).layer(RequestDecompressionLayer::new().gzip(true)),
+        )
+        .route("/healthz", get(ingest::healthz))
+        .route("/readyz", get(ingest::readyz))
+        .route("/admin/webhooks", get(ingest::admin_webhooks))
+        .route("/admin/deliveries", get(ingest::admin_deliveries))
+        .route("/admin/deliveries/{id}/attempts", get(ingest::admin_attempts))
+        .with_state(relay)
+}
+
+/// How often old, finished events are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Serves on `listener` until `shutdown` resolves; then stops accepting,
+/// lets in-flight requests and deliveries finish (up to
+/// `limits.shutdown_grace`) and flushes storage.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let relay = Relay::start(config).await?;
+    tracing::info!(addr = %listener.local_addr()?, webhooks = relay.config.webhooks.len(), "cuecast-relay listening");
+    let pruner = {
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            loop {
+                let before = now_ms() - relay.config.limits.dedupe_window.as_millis() as i64;
+                match relay.storage.prune(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, "pruned finished events past the dedupe window"),
+                    Err(e) => tracing::error!(error = %e, "prune failed"),
+                }
+                tokio::time::sleep(PRUNE_INTERVAL).await;
+            }
+        })
+    };
+    let service = app(relay.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await?;
+    pruner.abort();
+    tracing::info!("stopped accepting; finishing deliveries in flight");
+    relay.dispatcher.shutdown(relay.config.limits.shutdown_grace).await;
+    relay.storage.flush().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

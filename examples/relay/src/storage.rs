@@ -1,0 +1,639 @@
+//! Durable state in one SQLite file: events (deduped by id), deliveries
+//! (event × webhook) and every attempt.
+//!
+//! One writer thread owns the connection. Requests queue on a channel; the
+//! thread takes everything queued, runs it in one transaction (each request
+//! inside its own savepoint, so one failure does not undo the others) and
+//! answers after the commit. Concurrent ingest requests therefore share one
+//! fsync, and an answer always means "committed".
+//!
+//! [`Storage`] is the one type the rest of the relay sees; a PostgreSQL
+//! backend (a separate issue) would be a second implementation behind it.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+
+/// Forward-only schema migrations; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: events, deliveries, attempts.
+    r#"
+    CREATE TABLE events (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        write_key   TEXT NOT NULL,
+        received_at INTEGER NOT NULL,   -- Unix ms
+        body        TEXT NOT NULL       -- the event's JSON as validated
+    );
+    CREATE INDEX events_received_at ON events(received_at);
+    CREATE TABLE deliveries (
+        id              INTEGER PRIMARY KEY,
+        event_id        TEXT NOT NULL REFERENCES events(id),
+        webhook_id      TEXT NOT NULL,
+        msg_id          TEXT NOT NULL,  -- the webhook-id header, the same on every retry
+        status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed', 'dead')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,        -- Unix ms, for pending
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        last_error      TEXT
+    );
+    CREATE INDEX deliveries_status ON deliveries(status, next_attempt_at);
+    CREATE INDEX deliveries_webhook ON deliveries(webhook_id, status, updated_at);
+    CREATE INDEX deliveries_event ON deliveries(event_id);
+    CREATE TABLE attempts (
+        id          INTEGER PRIMARY KEY,
+        delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+        at          INTEGER NOT NULL,   -- Unix ms
+        status      INTEGER,            -- HTTP status, NULL when none came back
+        duration_ms INTEGER NOT NULL,
+        response    TEXT,               -- first 4 KB of the response body
+        error       TEXT
+    );
+    CREATE INDEX attempts_delivery ON attempts(delivery_id);
+    CREATE TABLE webhook_state (
+        webhook_id  TEXT PRIMARY KEY,
+        disabled_at INTEGER,
+        reason      TEXT
+    );
+    -- Counters other processes bump to wake the server (e.g. `replay`).
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    "#,
+];
+
+/// Status of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Delivered,
+    /// Failed for good (3xx, 4xx, render or condition error); not retried.
+    Failed,
+    /// Retries exhausted, or its webhook was disabled: can be replayed.
+    Dead,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
+            Status::Dead => "dead",
+        }
+    }
+}
+
+/// An event to store with the deliveries it creates.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub name: String,
+    pub write_key: String,
+    pub body: String,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub webhook_id: String,
+    /// `Pending` normally; `Failed` when its condition could not be
+    /// evaluated (with `error`); `Dead` when the webhook is disabled.
+    pub status: Status,
+    pub error: Option<String>,
+}
+
+/// What happened to one [`NewEvent`].
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The id was stored before: nothing new was written.
+    pub duplicate: bool,
+    /// The pending deliveries created, to hand to the dispatcher.
+    pub pending: Vec<PendingDelivery>,
+}
+
+/// A delivery still to attempt.
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    pub id: i64,
+    pub msg_id: String,
+    pub webhook_id: String,
+    pub event_body: std::sync::Arc<str>,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+}
+
+/// One finished attempt and the delivery's state after it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: i64,
+    pub at: i64,
+    pub http_status: Option<u16>,
+    pub duration_ms: i64,
+    pub response: Option<String>,
+    pub error: Option<String>,
+    pub new_status: Status,
+    pub attempts: u32,
+    pub next_attempt_at: Option<i64>,
+}
+
+/// A stored attempt, for the admin API and tests.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attempt {
+    pub at: i64,
+    pub status: Option<u16>,
+    pub duration_ms: i64,
+    pub response: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A delivery as listed by `replay --list` and `/admin/deliveries`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub event_id: String,
+    pub event: String,
+    pub webhook_id: String,
+    pub msg_id: String,
+    pub status: String,
+    pub attempts: u32,
+    pub updated_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone)]
+pub enum Replay {
+    One(i64),
+    Webhook { webhook_id: String, since: i64, until: i64 },
+}
+
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    jobs: mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let conn = Connection::open(path).map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+    // WAL lets readers (the CLI, a second process) work beside the writer;
+    // synchronous=FULL makes every commit durable, not only crash-consistent.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+/// Applies the migrations not yet applied. Returns (before, after) versions.
+pub fn migrate(conn: &mut Connection) -> Result<(usize, usize)> {
+    let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if current > MIGRATIONS.len() {
+        return Err(Error::Storage(format!(
+            "the database has schema version {current}, newer than this relay's {}; upgrade the relay",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok((current, MIGRATIONS.len()))
+}
+
+/// Opens the file and applies migrations, without starting a writer (for `cuecast-relay migrate`).
+pub fn migrate_file(path: &Path) -> Result<(usize, usize)> {
+    let mut conn = open_connection(path)?;
+    migrate(&mut conn)
+}
+
+impl Storage {
+    /// Opens (creating if needed) and migrates the file, and starts the writer thread.
+    pub fn open(path: &Path) -> Result<Storage> {
+        let mut conn = open_connection(path)?;
+        migrate(&mut conn)?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new().name("cuecast-sqlite".into()).spawn(move || writer(conn, rx))?;
+        Ok(Storage { jobs, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer thread inside the shared transaction and
+    /// answers once that transaction has committed.
+    pub async fn call<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit| {
+                let _ = tx.send(commit.map_err(Error::Storage).and(result));
+            })
+        });
+        self.jobs.send(job).map_err(|_| Error::Storage("the writer thread has stopped".into()))?;
+        rx.await.map_err(|_| Error::Storage("the writer thread has stopped".into()))?
+    }
+
+    /// Like [`call`](Self::call) but nobody waits; failures are logged.
+    pub fn submit(&self, what: &'static str, f: impl FnOnce(&Connection) -> Result<()> + Send + 'static) {
+        let job: Job = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit| {
+                if let Err(e) = commit.map_err(Error::Storage).and(result) {
+                    tracing::error!(error = %e, "storage: {what} failed");
+                }
+            })
+        });
+        if self.jobs.send(job).is_err() {
+            tracing::error!("storage: {what} dropped, the writer thread has stopped");
+        }
+    }
+
+    /// Waits until everything submitted before is committed.
+    pub async fn flush(&self) -> Result<()> {
+        self.call(|_| Ok(())).await
+    }
+
+    /// Stores events and their deliveries; duplicates (by id) store nothing.
+    pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>> {
+        self.call(move |conn| {
+            let now = now_ms();
+            let mut insert_event = conn.prepare_cached(
+                "INSERT INTO events (id, name, write_key, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+            )?;
+            let mut insert_delivery = conn.prepare_cached(
+                "INSERT INTO deliveries (event_id, webhook_id, msg_id, status, attempts, next_attempt_at, created_at, updated_at, last_error)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5, ?5, ?6)",
+            )?;
+            let mut insert_attempt =
+                conn.prepare_cached("INSERT INTO attempts (delivery_id, at, status, duration_ms, error) VALUES (?1, ?2, NULL, 0, ?3)")?;
+            let mut out = Vec::with_capacity(events.len());
+            for e in events {
+                if insert_event.execute(params![e.id, e.name, e.write_key, now, e.body])? == 0 {
+                    out.push(StoredEvent { duplicate: true, pending: Vec::new() });
+                    continue;
+                }
+                let body: std::sync::Arc<str> = e.body.into();
+                let mut pending = Vec::new();
+                for d in e.deliveries {
+                    let msg_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+                    insert_delivery.execute(params![e.id, d.webhook_id, msg_id, d.status.as_str(), now, d.error])?;
+                    let id = conn.last_insert_rowid();
+                    if let Some(error) = &d.error {
+                        insert_attempt.execute(params![id, now, error])?;
+                    }
+                    if d.status == Status::Pending {
+                        pending.push(PendingDelivery {
+                            id,
+                            msg_id,
+                            webhook_id: d.webhook_id,
+                            event_body: body.clone(),
+                            attempts: 0,
+                            next_attempt_at: now,
+                        });
+                    }
+                }
+                out.push(StoredEvent { duplicate: false, pending });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Stores an attempt and the delivery's new state (nobody waits).
+    pub fn record(&self, r: AttemptRecord) {
+        self.submit("recording an attempt", move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO attempts (delivery_id, at, status, duration_ms, response, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![r.delivery_id, r.at, r.http_status, r.duration_ms, r.response, r.error])?;
+            conn.prepare_cached(
+                "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5, last_error = ?6 WHERE id = ?1",
+            )?
+            .execute(params![r.delivery_id, r.new_status.as_str(), r.attempts, r.next_attempt_at, r.at, r.error])?;
+            Ok(())
+        });
+    }
+
+    /// Every pending delivery, oldest first.
+    pub async fn pending(&self) -> Result<Vec<PendingDelivery>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT d.id, d.msg_id, d.webhook_id, e.body, d.attempts, COALESCE(d.next_attempt_at, d.created_at)
+                 FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.status = 'pending' ORDER BY d.id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(PendingDelivery {
+                    id: r.get(0)?,
+                    msg_id: r.get(1)?,
+                    webhook_id: r.get(2)?,
+                    event_body: r.get::<_, String>(3)?.into(),
+                    attempts: r.get(4)?,
+                    next_attempt_at: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Marks a webhook disabled (after a 410) and dead-letters its pending deliveries.
+    pub async fn disable_webhook(&self, webhook_id: String, reason: String) -> Result<()> {
+        self.call(move |conn| {
+            let now = now_ms();
+            conn.execute(
+                "INSERT INTO webhook_state (webhook_id, disabled_at, reason) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (webhook_id) DO UPDATE SET disabled_at = ?2, reason = ?3",
+                params![webhook_id, now, reason],
+            )?;
+            conn.execute(
+                "UPDATE deliveries SET status = 'dead', updated_at = ?2, last_error = ?3 WHERE webhook_id = ?1 AND status = 'pending'",
+                params![webhook_id, now, format!("webhook disabled: {reason}")],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Re-enables a webhook disabled by a 410.
+    pub async fn enable_webhook(&self, webhook_id: String) -> Result<bool> {
+        self.call(move |conn| {
+            let n = conn.execute("DELETE FROM webhook_state WHERE webhook_id = ?1", params![webhook_id])?;
+            bump(conn, "state_seq")?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    /// Disabled webhooks and why.
+    pub async fn disabled_webhooks(&self) -> Result<Vec<(String, String)>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT webhook_id, COALESCE(reason, '') FROM webhook_state WHERE disabled_at IS NOT NULL")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Deliveries with `status`, optionally of one webhook, updated within [since, until] (Unix ms).
+    pub async fn deliveries(&self, status: Status, webhook_id: Option<String>, since: i64, until: i64) -> Result<Vec<DeliveryRow>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT d.id, d.event_id, e.name, d.webhook_id, d.msg_id, d.status, d.attempts, d.updated_at, d.last_error
+                 FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE d.status = ?1 AND (?2 IS NULL OR d.webhook_id = ?2) AND d.updated_at BETWEEN ?3 AND ?4
+                 ORDER BY d.id LIMIT 10000",
+            )?;
+            let rows = stmt.query_map(params![status.as_str(), webhook_id, since, until], |r| {
+                Ok(DeliveryRow {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    event: r.get(2)?,
+                    webhook_id: r.get(3)?,
+                    msg_id: r.get(4)?,
+                    status: r.get(5)?,
+                    attempts: r.get(6)?,
+                    updated_at: r.get(7)?,
+                    last_error: r.get(8)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Puts dead letters back in the queue with a fresh retry schedule (their
+    /// attempt history stays). Returns how many; a running server picks
+    /// them up within its sweep interval.
+    pub async fn replay(&self, which: Replay) -> Result<usize> {
+        self.call(move |conn| {
+            let now = now_ms();
+            let n = match which {
+                Replay::One(id) => conn.execute(
+                    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'dead'",
+                    params![id, now],
+                )?,
+                Replay::Webhook { webhook_id, since, until } => conn.execute(
+                    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?4, updated_at = ?4
+                     WHERE webhook_id = ?1 AND status = 'dead' AND updated_at BETWEEN ?2 AND ?3",
+                    params![webhook_id, since, until, now],
+                )?,
+            };
+            bump(conn, "replay_seq")?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// A number that changes whenever another process replays or re-enables.
+    pub async fn change_seq(&self) -> Result<i64> {
+        self.call(|conn| Ok(conn.query_row("SELECT COALESCE(SUM(value), 0) FROM meta", [], |r| r.get(0))?)).await
+    }
+
+    /// The attempts of one delivery, oldest first.
+    pub async fn attempts(&self, delivery_id: i64) -> Result<Vec<Attempt>> {
+        self.call(move |conn| {
+            let mut stmt =
+                conn.prepare("SELECT at, status, duration_ms, response, error FROM attempts WHERE delivery_id = ?1 ORDER BY id")?;
+            let rows = stmt.query_map(params![delivery_id], |r| {
+                Ok(Attempt { at: r.get(0)?, status: r.get(1)?, duration_ms: r.get(2)?, response: r.get(3)?, error: r.get(4)? })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Deliveries per status.
+    pub async fn counts(&self) -> Result<Vec<(String, i64)>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM deliveries GROUP BY status ORDER BY status")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Storage reachable and the schema current (for `/readyz`).
+    pub async fn ready(&self) -> Result<()> {
+        self.call(|conn| {
+            let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if v as usize == MIGRATIONS.len() {
+                Ok(())
+            } else {
+                Err(Error::Storage(format!("schema version {v}, expected {}", MIGRATIONS.len())))
+            }
+        })
+        .await
+    }
+
+    /// Forgets events older than `before` (Unix ms) whose deliveries are all
+    /// finished (delivered or failed); dead letters and pending work stay.
+    pub async fn prune(&self, before: i64) -> Result<usize> {
+        self.call(move |conn| {
+            conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS prune_ids (id TEXT PRIMARY KEY); DELETE FROM prune_ids;")?;
+            conn.execute(
+                "INSERT INTO prune_ids SELECT e.id FROM events e WHERE e.received_at < ?1 AND NOT EXISTS
+                 (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'dead')) LIMIT 50000",
+                params![before],
+            )?;
+            conn.execute_batch(
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT d.id FROM deliveries d JOIN prune_ids p ON p.id = d.event_id);
+                 DELETE FROM deliveries WHERE event_id IN (SELECT id FROM prune_ids);",
+            )?;
+            let n = conn.execute("DELETE FROM events WHERE id IN (SELECT id FROM prune_ids)", [])?;
+            Ok(n)
+        })
+        .await
+    }
+}
+
+fn bump(conn: &Connection, key: &str) -> Result<()> {
+    conn.execute("INSERT INTO meta (key, value) VALUES (?1, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1", params![key])?;
+    Ok(())
+}
+
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(e)
+        }
+    }
+}
+
+/// The writer loop: everything queued goes into one transaction.
+fn writer(conn: Connection, rx: mpsc::Receiver<Job>) {
+    const MAX_JOBS: usize = 2000;
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_JOBS {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let begun = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string());
+        if let Err(e) = begun {
+            for job in jobs {
+                // Run nothing; tell every waiter why.
+                drop(job);
+                tracing::error!(error = %e, "storage: cannot begin a transaction");
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = jobs.into_iter().map(|job| job(&conn)).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies {
+            reply(commit.clone());
+        }
+    }
+}
+
+/// The `data/` directory an `sqlite://` URL points into, for messages.
+pub fn describe(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, hooks: &[&str]) -> NewEvent {
+        NewEvent {
+            id: id.into(),
+            name: "x".into(),
+            write_key: "k".into(),
+            body: "{}".into(),
+            deliveries: hooks
+                .iter()
+                .map(|h| NewDelivery { webhook_id: h.to_string(), status: Status::Pending, error: None })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicates_create_no_deliveries_and_migrations_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/relay.db");
+        let s = Storage::open(&path).unwrap();
+        let (a, b) = tokio::join!(s.ingest(vec![event("e1", &["a", "b"])]), s.ingest(vec![event("e2", &["a"]), event("e1", &["a"])]));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(!a[0].duplicate && a[0].pending.len() == 2);
+        assert!(!b[0].duplicate);
+        assert!(b[1].duplicate && b[1].pending.is_empty());
+        assert_eq!(s.counts().await.unwrap(), [("pending".to_string(), 3)]);
+        assert_eq!(s.pending().await.unwrap().len(), 3);
+        s.ready().await.unwrap();
+        drop(s);
+        assert_eq!(migrate_file(&path).unwrap(), (MIGRATIONS.len(), MIGRATIONS.len()));
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(matches!(Storage::open(&path), Err(Error::Storage(m)) if m.contains("newer")));
+    }
+
+    #[tokio::test]
+    async fn dead_letters_replay_and_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(&dir.path().join("r.db")).unwrap();
+        let stored = s.ingest(vec![event("e1", &["a"]), event("e2", &["a"])]).await.unwrap();
+        let (d1, d2) = (stored[0].pending[0].id, stored[1].pending[0].id);
+        for (id, status) in [(d1, Status::Dead), (d2, Status::Delivered)] {
+            s.record(AttemptRecord {
+                delivery_id: id,
+                at: now_ms(),
+                http_status: Some(500),
+                duration_ms: 3,
+                response: Some("oops".into()),
+                error: None,
+                new_status: status,
+                attempts: 1,
+                next_attempt_at: None,
+            });
+        }
+        s.flush().await.unwrap();
+        let dead = s.deliveries(Status::Dead, Some("a".into()), 0, i64::MAX).await.unwrap();
+        assert_eq!(dead.iter().map(|d| d.id).collect::<Vec<_>>(), [d1]);
+        assert_eq!(s.attempts(d1).await.unwrap()[0].response.as_deref(), Some("oops"));
+        let seq = s.change_seq().await.unwrap();
+        assert_eq!(s.replay(Replay::One(d1)).await.unwrap(), 1);
+        assert_ne!(s.change_seq().await.unwrap(), seq);
+        assert_eq!(s.pending().await.unwrap()[0].id, d1);
+        // e2 is finished and old enough: pruned; e1 is pending again: kept.
+        assert_eq!(s.prune(now_ms() + 1).await.unwrap(), 1);
+        assert_eq!(s.pending().await.unwrap().len(), 1);
+    }
+}
