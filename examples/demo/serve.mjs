@@ -39,7 +39,7 @@ if (process.env.DEMO_RELAY) {
     req.on("end", () => {
       const signed = req.headers["webhook-signature"] ? `  signed ${req.headers["webhook-signature"].slice(0, 18)}…` : "";
       console.log(`\nwebhook ${req.method} ${req.url}  (webhook-id ${req.headers["webhook-id"]})${signed}`);
-      if (raw) console.log(`  ${raw.length > 400 ? raw.slice(0, 400) + "…" : raw}`);
+      if (raw) console.log(`  ${raw.length > 240 ? raw.slice(0, 240) + "…" : raw}`);
       res.writeHead(200, { "content-type": "text/plain" }).end("ok");
     });
   }).listen(port, "127.0.0.1", () => console.log(`webhooks:   http://127.0.0.1:${port}/ (prints what the relay delivers)`));

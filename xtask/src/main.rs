@@ -59,11 +59,28 @@ fn test() -> Result {
     run(node_tests(&tools, "tests/browser").current_dir(root()))
 }
 
+/// The main job: the relay on its embedded SQLite store with the demo
+/// config, the demo page sending to it, and a receiver printing what the
+/// relay delivers.
 fn demo() -> Result {
     let tools = setup::all()?;
     pkg::build(&tools)?;
-    step("demo on http://127.0.0.1:8080 (Ctrl-C stops)");
-    run(Command::new("node").arg("examples/demo/serve.mjs").current_dir(root()))
+    step("building the relay (release)");
+    run(Command::new(cargo()).args(["build", "--release", "-p", "cuecast-relay"]).current_dir(root()))?;
+    step("demo: relay on http://127.0.0.1:8686, page on http://127.0.0.1:8080, webhooks printed below (Ctrl-C stops)");
+    let mut relay = Command::new(root().join("target/release/cuecast-relay"))
+        .args(["serve", "--config", "examples/relay/demo.toml"])
+        .current_dir(root())
+        .spawn()
+        .map_err(|e| format!("cannot start the relay: {e}"))?;
+    let page = Command::new("node")
+        .arg("examples/demo/serve.mjs")
+        .env("DEMO_RELAY", "http://127.0.0.1:8686")
+        .current_dir(root())
+        .status();
+    let _ = relay.kill();
+    let _ = relay.wait();
+    page.map_err(|e| format!("demo page: {e}")).map(|_| ())
 }
 
 fn bench(quick: bool) -> Result {
