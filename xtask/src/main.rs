@@ -93,7 +93,18 @@ fn bench(quick: bool) -> Result {
     if quick {
         cmd.arg("--quick");
     }
-    run(&mut cmd)
+    run(&mut cmd)?;
+    step("relay benchmarks (cuecast-loadgen: ingest, deliveries, event-to-webhook latency)");
+    let mut loadgen = Command::new(cargo());
+    loadgen.args(["run", "--quiet", "--release", "-p", "cuecast-relay", "--bin", "cuecast-loadgen"]).current_dir(root());
+    if quick {
+        loadgen.args(["--", "--quick"]);
+    }
+    let figures = output(&mut loadgen).ok_or("cuecast-loadgen failed")?;
+    let out = root().join("target/bench/relay.json");
+    std::fs::write(&out, format!("{figures}\n")).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("{figures}\nwritten target/bench/relay.json");
+    Ok(())
 }
 
 fn node_tests(tools: &setup::Tools, dir: &str) -> Command {
