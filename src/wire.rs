@@ -139,7 +139,7 @@ impl From<&Error> for ErrorBody {
 /// passes [`Event::validate`]. The error names the first bad field, e.g.
 /// `events[3].properties.score`.
 pub fn decode_batch(body: &[u8]) -> Result<Batch, Error> {
-    let batch: Batch = match serde_json::from_slice(body) {
+    let mut batch: Batch = match serde_json::from_slice(body) {
         Ok(batch) => batch,
         Err(e) => {
             // A future version may change the shape: say "unsupported version"
@@ -166,7 +166,7 @@ pub fn decode_batch(body: &[u8]) -> Result<Batch, Error> {
             return Err(Error::Malformed { field: path, reason: format!("{subject} the wrong shape: {e}") });
         }
     };
-    batch.validate()?;
+    batch.complete()?;
     Ok(batch)
 }
 
@@ -174,6 +174,13 @@ impl Batch {
     /// Checks everything the type system does not: version, required strings,
     /// event count and each event.
     pub fn validate(&self) -> Result<(), Error> {
+        self.clone().complete()
+    }
+
+    /// [`Batch::validate`], filling in the contract's defaults on the way
+    /// (a `shoutout.clicked` without `action` gets `"cta"`), so that what is
+    /// stored and matched against webhooks is what the contract says it means.
+    pub fn complete(&mut self) -> Result<(), Error> {
         if self.v != VERSION {
             return Err(Error::UnsupportedVersion(self.v));
         }
@@ -193,8 +200,8 @@ impl Batch {
                 format!("must hold at most {MAX_EVENTS_PER_BATCH} events, got {}", self.events.len()),
             ));
         }
-        for (i, event) in self.events.iter().enumerate() {
-            event.validate().map_err(|e| e.within(&format!("events[{i}]")))?;
+        for (i, event) in self.events.iter_mut().enumerate() {
+            event.complete().map_err(|e| e.within(&format!("events[{i}]")))?;
         }
         Ok(())
     }
@@ -204,6 +211,11 @@ impl Event {
     /// Checks one event: ids, name, timestamp, the built-in event's properties
     /// and the 32 KB size limit.
     pub fn validate(&self) -> Result<(), Error> {
+        self.clone().complete()
+    }
+
+    /// [`Event::validate`], filling in the built-in event's defaults.
+    pub fn complete(&mut self) -> Result<(), Error> {
         events::check_id("id", Some(&Value::String(self.id.clone())))?;
         events::check_name("event", &self.event)?;
         check_timestamp("timestamp", &self.timestamp)?;
@@ -217,8 +229,7 @@ impl Event {
                 events::check_id(field, Some(&Value::String(id.clone())))?;
             }
         }
-        let mut props = self.properties.clone();
-        events::check_properties(&self.event, &mut props).map_err(|e| e.within("properties"))?;
+        events::check_properties(&self.event, &mut self.properties).map_err(|e| e.within("properties"))?;
         let size = events::json_size(self);
         if size > MAX_EVENT_BYTES {
             return Err(Error::TooLarge { field: String::new(), size, limit: MAX_EVENT_BYTES });

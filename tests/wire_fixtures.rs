@@ -72,3 +72,12 @@ fn invalid_bodies_get_their_documented_error() {
     }
     assert_eq!(seen, expected.len(), "every expectation has a body");
 }
+
+#[test]
+fn decoding_fills_the_contracts_defaults() {
+    let mut batch: serde_json::Value = serde_json::from_slice(&read(&fixtures().join("batch.json"))).unwrap();
+    batch["events"][0]["properties"].as_object_mut().unwrap().remove("action");
+    let decoded = wire::decode_batch(batch.to_string().as_bytes()).unwrap();
+    assert_eq!(decoded.events[0].event, "shoutout.clicked");
+    assert_eq!(decoded.events[0].properties["action"], "cta", "webhooks see the default the SDK would have sent");
+}
