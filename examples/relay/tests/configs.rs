@@ -149,6 +149,13 @@ fn check_config_cli_reports_problems_with_lines_and_fails() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo.toml");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay")).args(["check-config", "--config"]).arg(&demo).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // migrate creates the schema, and a second run has nothing to do.
+    let migrating = dir.path().join("m.toml");
+    std::fs::write(&migrating, format!("storage = \"sqlite://{}\"\n", dir.path().join("m/relay.db").display())).unwrap();
+    for expected in ["schema version 0 -> 1", "schema version 1 -> 1"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay")).args(["migrate", "--config"]).arg(&migrating).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains(expected), "{}", String::from_utf8_lossy(&out.stdout));
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay")).arg("gen-secret").output().unwrap();
     let secret = String::from_utf8(out.stdout).unwrap();
     assert!(cuecast_relay::signing::Secret::parse(secret.trim()).is_ok(), "{secret}");

@@ -210,6 +210,18 @@ async fn retryable_failures_are_retried_with_the_same_webhook_id_then_dead_lette
         relay.deliveries().iter().any(|d| d.1 == "down" && d.2 == "delivered")
     })
     .await;
+    // One dead letter by id: the refused one is tried again on a fresh schedule (and dies again).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
+        .args(["replay", "--id", &refused.0.to_string(), "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 dead letter(s) queued again"));
+    eventually("the replayed delivery to be tried twice more", Duration::from_secs(10), || relay.attempts(refused.0).len() == 4).await;
+    eventually("it to be dead again", Duration::from_secs(10), || {
+        relay.deliveries().iter().any(|d| d.0 == refused.0 && d.2 == "dead" && d.3 == 2)
+    })
+    .await;
     relay.stop().await;
 }
 
