@@ -83,7 +83,8 @@ impl Sender {
         if let Err(e) = check_url(&req.url, &self.config.egress.allow_cidrs, self.config.egress.https_only) {
             return permanent(format!("SSRF guard refused {}: {e}", req.url));
         }
-        let timestamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let timestamp =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let mut builder = match req.method {
             Method::Post => self.client.post(req.url.clone()).header("content-type", "application/json"),
             Method::Get => self.client.get(req.url.clone()),
@@ -91,7 +92,8 @@ impl Sender {
         for (name, value) in &w.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let mut signature_headers = vec![("webhook-id", msg_id.to_string()), ("webhook-timestamp", timestamp.to_string())];
+        let mut signature_headers =
+            vec![("webhook-id", msg_id.to_string()), ("webhook-timestamp", timestamp.to_string())];
         if !w.secrets.is_empty() {
             let signed: &[u8] = match &req.body {
                 Some(body) => body,
@@ -149,7 +151,8 @@ impl Sender {
             Err(e) => {
                 let message = chain(&e);
                 let refused = message.contains("SSRF guard refused");
-                let error = if e.is_timeout() { format!("timed out after {:?}: {message}", w.timeout) } else { message };
+                let error =
+                    if e.is_timeout() { format!("timed out after {:?}: {message}", w.timeout) } else { message };
                 AttemptResult {
                     http_status: None,
                     retry_after: None,
@@ -253,7 +256,8 @@ impl Dispatcher {
     }
 
     async fn reload(&self) -> Result<()> {
-        let disabled: HashSet<String> = self.inner.storage.disabled_webhooks().await?.into_iter().map(|(id, _)| id).collect();
+        let disabled: HashSet<String> =
+            self.inner.storage.disabled_webhooks().await?.into_iter().map(|(id, _)| id).collect();
         *self.inner.disabled.lock().unwrap() = disabled;
         self.enqueue(self.inner.storage.pending().await?);
         Ok(())

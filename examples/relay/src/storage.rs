@@ -241,7 +241,10 @@ impl Storage {
 
     /// Runs `f` on the writer thread inside the shared transaction and
     /// answers once that transaction has committed.
-    pub async fn call<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = in_savepoint(conn, f);
@@ -387,7 +390,8 @@ impl Storage {
     /// Disabled webhooks and why.
     pub async fn disabled_webhooks(&self) -> Result<Vec<(String, String)>> {
         self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT webhook_id, COALESCE(reason, '') FROM webhook_state WHERE disabled_at IS NOT NULL")?;
+            let mut stmt = conn
+                .prepare("SELECT webhook_id, COALESCE(reason, '') FROM webhook_state WHERE disabled_at IS NOT NULL")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
@@ -395,7 +399,13 @@ impl Storage {
     }
 
     /// Deliveries with `status`, optionally of one webhook, updated within [since, until] (Unix ms).
-    pub async fn deliveries(&self, status: Status, webhook_id: Option<String>, since: i64, until: i64) -> Result<Vec<DeliveryRow>> {
+    pub async fn deliveries(
+        &self,
+        status: Status,
+        webhook_id: Option<String>,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<DeliveryRow>> {
         self.call(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT d.id, d.event_id, e.name, d.webhook_id, d.msg_id, d.status, d.attempts, d.updated_at, d.last_error
@@ -452,10 +462,17 @@ impl Storage {
     /// The attempts of one delivery, oldest first.
     pub async fn attempts(&self, delivery_id: i64) -> Result<Vec<Attempt>> {
         self.call(move |conn| {
-            let mut stmt =
-                conn.prepare("SELECT at, status, duration_ms, response, error FROM attempts WHERE delivery_id = ?1 ORDER BY id")?;
+            let mut stmt = conn.prepare(
+                "SELECT at, status, duration_ms, response, error FROM attempts WHERE delivery_id = ?1 ORDER BY id",
+            )?;
             let rows = stmt.query_map(params![delivery_id], |r| {
-                Ok(Attempt { at: r.get(0)?, status: r.get(1)?, duration_ms: r.get(2)?, response: r.get(3)?, error: r.get(4)? })
+                Ok(Attempt {
+                    at: r.get(0)?,
+                    status: r.get(1)?,
+                    duration_ms: r.get(2)?,
+                    response: r.get(3)?,
+                    error: r.get(4)?,
+                })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
@@ -507,7 +524,10 @@ impl Storage {
 }
 
 fn bump(conn: &Connection, key: &str) -> Result<()> {
-    conn.execute("INSERT INTO meta (key, value) VALUES (?1, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1", params![key])?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1",
+        params![key],
+    )?;
     Ok(())
 }
 
@@ -583,7 +603,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/relay.db");
         let s = Storage::open(&path).unwrap();
-        let (a, b) = tokio::join!(s.ingest(vec![event("e1", &["a", "b"])]), s.ingest(vec![event("e2", &["a"]), event("e1", &["a"])]));
+        let (a, b) = tokio::join!(
+            s.ingest(vec![event("e1", &["a", "b"])]),
+            s.ingest(vec![event("e2", &["a"]), event("e1", &["a"])])
+        );
         let (a, b) = (a.unwrap(), b.unwrap());
         assert!(!a[0].duplicate && a[0].pending.len() == 2);
         assert!(!b[0].duplicate);

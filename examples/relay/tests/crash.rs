@@ -25,15 +25,17 @@ impl Drop for Relay {
 }
 
 fn spawn(config: &std::path::Path, port: u16) -> Relay {
-    Relay(Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("CUECAST_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap())
+    Relay(
+        Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("CUECAST_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn wait_ready(port: u16) {
@@ -96,7 +98,10 @@ async fn sigkill_mid_load_loses_no_acknowledged_event() {
                     Ok(r) if r.status() == 202 => acked.lock().unwrap().extend(ids),
                     Ok(r) => panic!("unexpected {}: {:?}", r.status(), r.text().await),
                     Err(e) => {
-                        assert!(killed.load(std::sync::atomic::Ordering::SeqCst), "request failed before the kill: {e}");
+                        assert!(
+                            killed.load(std::sync::atomic::Ordering::SeqCst),
+                            "request failed before the kill: {e}"
+                        );
                         *failed.lock().unwrap() += 1;
                         return;
                     }

@@ -35,7 +35,8 @@ fn verify(secret: &str, msg_id: &str, timestamp: &str, payload: &[u8], header: &
 
 #[test]
 fn the_test_verifier_accepts_the_published_vector_and_rejects_tampering() {
-    let (id, ts, sig) = ("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    let (id, ts, sig) =
+        ("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     assert!(verify(SECRET, id, ts, br#"{"test": 2432232314}"#, sig));
     assert!(!verify(SECRET, id, ts, br#"{"test": 2432232315}"#, sig));
     assert!(!verify(SECRET, id, "1614265331", br#"{"test": 2432232314}"#, sig));
@@ -50,7 +51,11 @@ async fn post_and_get_are_signed_per_standard_webhooks_and_carry_the_standard_he
     let receiver = Receiver::ok().await;
     let relay = TestRelay::start(&format!(
         "{FAST_LIMITS}{SOURCES}{}{}{}",
-        hook("post", &receiver.url("/post"), &format!("secret = \"{SECRET}\"\nheaders = {{ Authorization = \"Bearer t0k\" }}")),
+        hook(
+            "post",
+            &receiver.url("/post"),
+            &format!("secret = \"{SECRET}\"\nheaders = {{ Authorization = \"Bearer t0k\" }}")
+        ),
         hook("get", &receiver.url("/get?sheet=1"), &format!("method = \"GET\"\nsecret = \"{SECRET}\"")),
         hook("rotating", &receiver.url("/rotating"), &format!("secret = [\"{SECRET}\", \"{OLD_SECRET}\"]")),
     ))
@@ -62,8 +67,20 @@ async fn post_and_get_are_signed_per_standard_webhooks_and_carry_the_standard_he
     assert_eq!(post.method, "POST");
     assert!(post.header("webhook-id").starts_with("msg_"));
     assert!((post.header("webhook-timestamp").parse::<i64>().unwrap() - now_secs()).abs() < 60);
-    assert!(verify(SECRET, post.header("webhook-id"), post.header("webhook-timestamp"), &post.body, post.header("webhook-signature")));
-    assert!(!verify(OLD_SECRET, post.header("webhook-id"), post.header("webhook-timestamp"), &post.body, post.header("webhook-signature")));
+    assert!(verify(
+        SECRET,
+        post.header("webhook-id"),
+        post.header("webhook-timestamp"),
+        &post.body,
+        post.header("webhook-signature")
+    ));
+    assert!(!verify(
+        OLD_SECRET,
+        post.header("webhook-id"),
+        post.header("webhook-timestamp"),
+        &post.body,
+        post.header("webhook-signature")
+    ));
     assert_eq!(post.header("content-type"), "application/json");
     assert_eq!(post.header("user-agent"), format!("cuecast-relay/{}", env!("CARGO_PKG_VERSION")));
     assert_eq!(post.header("authorization"), "Bearer t0k");
@@ -78,17 +95,30 @@ async fn post_and_get_are_signed_per_standard_webhooks_and_carry_the_standard_he
     assert_eq!(get.method, "GET");
     assert!(get.body.is_empty());
     assert!(get.target.starts_with("/get?sheet=1&"), "{}", get.target);
-    let query: Vec<(String, String)> = url::form_urlencoded::parse(get.target.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(get.target.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
     assert!(query.contains(&("properties.score".into(), "3".into())), "{query:?}");
     assert!(query.contains(&("event".into(), "survey.submitted".into())), "{query:?}");
-    assert!(verify(SECRET, get.header("webhook-id"), get.header("webhook-timestamp"), get.target.as_bytes(), get.header("webhook-signature")));
+    assert!(verify(
+        SECRET,
+        get.header("webhook-id"),
+        get.header("webhook-timestamp"),
+        get.target.as_bytes(),
+        get.header("webhook-signature")
+    ));
 
     // While rotating, one signature per secret; either verifies.
     let rotating = receiver.wait_for("/rotating", 1, Duration::from_secs(10)).await.remove(0);
     let header = rotating.header("webhook-signature");
     assert_eq!(header.split(' ').count(), 2, "{header}");
     for secret in [SECRET, OLD_SECRET] {
-        assert!(verify(secret, rotating.header("webhook-id"), rotating.header("webhook-timestamp"), &rotating.body, header));
+        assert!(verify(
+            secret,
+            rotating.header("webhook-id"),
+            rotating.header("webhook-timestamp"),
+            &rotating.body,
+            header
+        ));
     }
     relay.stop().await;
 }
@@ -179,7 +209,11 @@ async fn retryable_failures_are_retried_with_the_same_webhook_id_then_dead_lette
     assert_eq!((down.2.as_str(), down.3), ("dead", 3));
     let slow = by_hook("slow");
     assert_eq!((slow.2.as_str(), slow.3), ("dead", 2));
-    assert!(relay.attempts(slow.0).iter().all(|a| a.2.as_deref().unwrap().contains("timed out")), "{:?}", relay.attempts(slow.0));
+    assert!(
+        relay.attempts(slow.0).iter().all(|a| a.2.as_deref().unwrap().contains("timed out")),
+        "{:?}",
+        relay.attempts(slow.0)
+    );
     let refused = by_hook("refused");
     assert_eq!((refused.2.as_str(), refused.3), ("dead", 2));
     assert!(relay.attempts(refused.0)[0].2.is_some());
@@ -188,7 +222,11 @@ async fn retryable_failures_are_retried_with_the_same_webhook_id_then_dead_lette
     let config_path = relay.dir.path().join("relay.toml");
     std::fs::write(
         &config_path,
-        format!("storage = \"sqlite://{}\"\n{SOURCES}{}", relay.db.display(), hook("down", &receiver.url("/down"), fast)),
+        format!(
+            "storage = \"sqlite://{}\"\n{SOURCES}{}",
+            relay.db.display(),
+            hook("down", &receiver.url("/down"), fast)
+        ),
     )
     .unwrap();
     let listed = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
@@ -217,7 +255,10 @@ async fn retryable_failures_are_retried_with_the_same_webhook_id_then_dead_lette
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 dead letter(s) queued again"));
-    eventually("the replayed delivery to be tried twice more", Duration::from_secs(10), || relay.attempts(refused.0).len() == 4).await;
+    eventually("the replayed delivery to be tried twice more", Duration::from_secs(10), || {
+        relay.attempts(refused.0).len() == 4
+    })
+    .await;
     eventually("it to be dead again", Duration::from_secs(10), || {
         relay.deliveries().iter().any(|d| d.0 == refused.0 && d.2 == "dead" && d.3 == 2)
     })
@@ -282,7 +323,9 @@ async fn template_and_condition_errors_fail_that_delivery_only() {
     // nps(9) fails the condition of "good": no delivery. Each bad hook: one failed delivery per event.
     let settled = relay.settle(7, Duration::from_secs(10)).await;
     assert_eq!(settled.iter().filter(|d| d.1 == "good").count(), 1);
-    for (id, message) in [("bad-body", "body template failed"), ("bad-when", "condition failed"), ("bad-url", "is not a URL")] {
+    for (id, message) in
+        [("bad-body", "body template failed"), ("bad-when", "condition failed"), ("bad-url", "is not a URL")]
+    {
         let mine: Vec<_> = settled.iter().filter(|d| d.1 == id).collect();
         assert_eq!(mine.len(), 2, "{id}: {settled:?}");
         for d in mine {

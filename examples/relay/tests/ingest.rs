@@ -40,7 +40,8 @@ async fn golden_batch_is_accepted_and_a_resend_is_all_duplicates() {
     ))
     .await;
     let body = std::fs::read(fixtures().join("batch.json")).unwrap();
-    let (status, _, ack) = post(&format!("{}/v1/batch", relay.url), body.clone(), &[("content-type", "application/json")]).await;
+    let (status, _, ack) =
+        post(&format!("{}/v1/batch", relay.url), body.clone(), &[("content-type", "application/json")]).await;
     assert_eq!((status, ack), (202, json!({"accepted": 7, "duplicates": 0})));
     // Acknowledged means committed: the rows are there the moment the 202 is.
     assert_eq!(relay.deliveries().len(), 7);
@@ -183,7 +184,10 @@ async fn health_and_readiness() {
     let client = reqwest::Client::new();
     let health = client.get(format!("{}/healthz", relay.url)).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let ready: Value = serde_json::from_slice(&client.get(format!("{}/readyz", relay.url)).send().await.unwrap().bytes().await.unwrap()).unwrap();
+    let ready: Value = serde_json::from_slice(
+        &client.get(format!("{}/readyz", relay.url)).send().await.unwrap().bytes().await.unwrap(),
+    )
+    .unwrap();
     assert_eq!(ready["status"], "ready");
     relay.stop().await;
 }
@@ -202,7 +206,8 @@ async fn admin_api_needs_the_token_and_lists_webhooks_deliveries_and_attempts() 
     let get = |path: &str, token: &str| client.get(format!("{}{path}", relay.url)).bearer_auth(token).send();
     assert_eq!(get("/admin/webhooks", "wrong").await.unwrap().status(), 401);
     assert_eq!(client.get(format!("{}/admin/webhooks", relay.url)).send().await.unwrap().status(), 401);
-    let body = |r: reqwest::Response| async move { serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap() };
+    let body =
+        |r: reqwest::Response| async move { serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap() };
     let hooks = body(get("/admin/webhooks", "s3cret").await.unwrap()).await;
     assert_eq!(hooks["webhooks"][0]["id"], "bad");
     assert_eq!(hooks["deliveries"]["failed"], 1);

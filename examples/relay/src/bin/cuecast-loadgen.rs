@@ -53,7 +53,15 @@ const BATCH: usize = 20;
 fn main() {
     let mut args = Args::parse();
     if args.quick {
-        args = Args { ingest_secs: 1, clients: 4, deliveries: 500, rate: 200, latency_secs: 1, quick: true, dir: args.dir };
+        args = Args {
+            ingest_secs: 1,
+            clients: 4,
+            deliveries: 500,
+            rate: 200,
+            latency_secs: 1,
+            quick: true,
+            dir: args.dir,
+        };
     }
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("cuecast-loadgen-{}", std::process::id()));
@@ -264,7 +272,10 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
     // 2. Delivery throughput: build a backlog, then drain it.
     let drain_sink = sink(epoch, false).await;
     let hook = |limit: &str| {
-        format!("[[webhook]]\nid = \"bench\"\nevents = [\"*\"]\nurl = \"http://{}/hook\"\nconcurrency = 128\n{limit}\n", drain_sink.addr)
+        format!(
+            "[[webhook]]\nid = \"bench\"\nevents = [\"*\"]\nurl = \"http://{}/hook\"\nconcurrency = 128\n{limit}\n",
+            drain_sink.addr
+        )
     };
     let relay = RelayProc::start(config(dir, "deliver.db", &hook("rate_limit = \"1/h\"")));
     relay.wait_ready().await;
@@ -371,4 +382,3 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         },
     })
 }
-
