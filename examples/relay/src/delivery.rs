@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -85,12 +86,24 @@ impl Sender {
         }
         let timestamp =
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        let mut builder = match req.method {
-            Method::Post => self.client.post(req.url.clone()).header("content-type", "application/json"),
+        let builder = match req.method {
+            Method::Post => self.client.post(req.url.clone()),
             Method::Get => self.client.get(req.url.clone()),
         };
+        let mut built = match builder.timeout(w.timeout).build() {
+            Ok(b) => b,
+            Err(e) => return permanent(format!("cannot build the request: {}", chain(&e))),
+        };
+        let headers = built.headers_mut();
+        if req.method == Method::Post {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        // Configured headers replace the relay's defaults (content-type, user-agent);
+        // names and values were checked when the config was loaded.
         for (name, value) in &w.headers {
-            builder = builder.header(name.as_str(), value.as_str());
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                headers.insert(name, value);
+            }
         }
         let mut signature_headers =
             vec![("webhook-id", msg_id.to_string()), ("webhook-timestamp", timestamp.to_string())];
@@ -102,13 +115,9 @@ impl Sender {
             };
             signature_headers.push(("webhook-signature", sign(&w.secrets, msg_id, timestamp, signed)));
         }
-        let mut built = match builder.timeout(w.timeout).build() {
-            Ok(b) => b,
-            Err(e) => return permanent(format!("cannot build the request: {}", chain(&e))),
-        };
         for (name, value) in signature_headers {
-            // insert, not append: these replace anything configured.
-            built.headers_mut().insert(HeaderName::from_static(name), HeaderValue::from_str(&value).expect("ASCII"));
+            // Last, and insert rather than append: nothing configured can replace them.
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_str(&value).expect("ASCII"));
         }
         if let Some(body) = req.body {
             *built.body_mut() = Some(body.into());

@@ -50,7 +50,7 @@ fn now_secs() -> i64 {
 async fn post_and_get_are_signed_per_standard_webhooks_and_carry_the_standard_headers() {
     let receiver = Receiver::ok().await;
     let relay = TestRelay::start(&format!(
-        "{FAST_LIMITS}{SOURCES}{}{}{}",
+        "{FAST_LIMITS}{SOURCES}{}{}{}{}",
         hook(
             "post",
             &receiver.url("/post"),
@@ -58,6 +58,7 @@ async fn post_and_get_are_signed_per_standard_webhooks_and_carry_the_standard_he
         ),
         hook("get", &receiver.url("/get?sheet=1"), &format!("method = \"GET\"\nsecret = \"{SECRET}\"")),
         hook("rotating", &receiver.url("/rotating"), &format!("secret = [\"{SECRET}\", \"{OLD_SECRET}\"]")),
+        hook("typed", &receiver.url("/typed"), "headers = { Content-Type = \"application/cloudevents+json\" }"),
     ))
     .await;
     let (status, _, _) = relay.post(&batch(vec![nps(3)])).await;
@@ -106,6 +107,11 @@ async fn post_and_get_are_signed_per_standard_webhooks_and_carry_the_standard_he
         get.target.as_bytes(),
         get.header("webhook-signature")
     ));
+
+    // A configured header replaces a default one instead of doubling it.
+    let typed = receiver.wait_for("/typed", 1, Duration::from_secs(10)).await.remove(0);
+    let types: Vec<_> = typed.headers.get_all("content-type").iter().collect();
+    assert_eq!(types, ["application/cloudevents+json"]);
 
     // While rotating, one signature per secret; either verifies.
     let rotating = receiver.wait_for("/rotating", 1, Duration::from_secs(10)).await.remove(0);
@@ -420,4 +426,32 @@ async fn shutdown_lets_deliveries_in_flight_finish() {
     relay.stop().await;
     let stored = deliveries(&db);
     assert_eq!(stored[0].2, "delivered", "{stored:?}");
+}
+
+#[tokio::test]
+async fn the_per_webhook_rate_limit_spaces_attempts() {
+    let receiver = Receiver::ok().await;
+    let relay = TestRelay::start(&format!(
+        "{FAST_LIMITS}{SOURCES}{}{}",
+        hook("limited", &receiver.url("/limited"), "rate_limit = \"5/s\""),
+        hook("free", &receiver.url("/free"), ""),
+    ))
+    .await;
+    let started = Instant::now();
+    assert_eq!(relay.post(&batch((0..10).map(nps).collect())).await.0, 202);
+    let free = receiver.wait_for("/free", 10, Duration::from_secs(5)).await;
+    let limited = receiver.wait_for("/limited", 10, Duration::from_secs(5)).await;
+    // A burst of 5 passes at once, the other 5 follow at 5 per second.
+    let span = limited[9].at - limited[0].at;
+    assert!(span >= Duration::from_millis(900), "10 attempts at 5/s took only {span:?}");
+    assert!(span < Duration::from_secs(3), "{span:?}");
+    // The other webhook is not held back: it is done well before the limited one.
+    let free_done = free.iter().map(|r| r.at).max().unwrap();
+    assert!(
+        free_done + Duration::from_millis(500) < limited[9].at,
+        "{:?} vs {:?}",
+        free_done - started,
+        limited[9].at - started
+    );
+    relay.stop().await;
 }
