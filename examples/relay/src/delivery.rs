@@ -366,8 +366,11 @@ async fn worker(inner: Arc<Inner>, hook: usize, mut rx: mpsc::UnboundedReceiver<
 async fn attempt(inner: &Arc<Inner>, hook: usize, mut d: PendingDelivery) {
     let w = &inner.config.webhooks[hook];
     if inner.disabled.lock().unwrap().contains(&w.id) {
-        // Its pending deliveries were dead-lettered when it was disabled.
-        inner.owned.lock().unwrap().remove(&d.id);
+        // Deliveries already queued when it was disabled (or replayed since).
+        let owner = inner.clone();
+        inner.storage.dead_letter(d.id, "webhook disabled after 410 Gone".into(), move || {
+            owner.owned.lock().unwrap().remove(&d.id);
+        });
         return;
     }
     let at = now_ms();
@@ -409,17 +412,29 @@ async fn attempt(inner: &Arc<Inner>, hook: usize, mut d: PendingDelivery) {
     };
     let next_at = next.map(|wait| at + result.duration.as_millis() as i64 + wait.as_millis() as i64);
     tracing::debug!(webhook = %w.id, delivery = d.id, attempt = d.attempts, status = ?result.http_status, outcome = ?status, "attempt");
-    inner.storage.record(AttemptRecord {
-        delivery_id: d.id,
-        at,
-        http_status: result.http_status,
-        duration_ms: result.duration.as_millis() as i64,
-        response: result.response,
-        error,
-        new_status: status,
-        attempts: d.attempts,
-        next_attempt_at: next_at,
-    });
+    let finished = status != Status::Pending;
+    let owner = inner.clone();
+    let id = d.id;
+    inner.storage.record(
+        AttemptRecord {
+            delivery_id: d.id,
+            at,
+            http_status: result.http_status,
+            duration_ms: result.duration.as_millis() as i64,
+            response: result.response,
+            error,
+            new_status: status,
+            attempts: d.attempts,
+            next_attempt_at: next_at,
+        },
+        // Released only once the final state is committed, so a sweep that
+        // reads the table meanwhile cannot pick the delivery up again.
+        move || {
+            if finished {
+                owner.owned.lock().unwrap().remove(&id);
+            }
+        },
+    );
     if outcome == Outcome::Gone {
         tracing::warn!(webhook = %w.id, "receiver answered 410 Gone: webhook disabled; its pending deliveries are dead-lettered");
         inner.disabled.lock().unwrap().insert(w.id.clone());
@@ -427,13 +442,8 @@ async fn attempt(inner: &Arc<Inner>, hook: usize, mut d: PendingDelivery) {
             tracing::error!(error = %e, "cannot store that the webhook is disabled");
         }
     }
-    match (status, next) {
-        (Status::Pending, Some(wait)) => {
-            d.next_attempt_at = next_at.unwrap_or(at);
-            Dispatcher { inner: inner.clone() }.later(wait, d);
-        }
-        _ => {
-            inner.owned.lock().unwrap().remove(&d.id);
-        }
+    if let (Status::Pending, Some(wait)) = (status, next) {
+        d.next_attempt_at = next_at.unwrap_or(at);
+        Dispatcher { inner: inner.clone() }.later(wait, d);
     }
 }

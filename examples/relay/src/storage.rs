@@ -256,14 +256,21 @@ impl Storage {
         rx.await.map_err(|_| Error::Storage("the writer thread has stopped".into()))?
     }
 
-    /// Like [`call`](Self::call) but nobody waits; failures are logged.
-    pub fn submit(&self, what: &'static str, f: impl FnOnce(&Connection) -> Result<()> + Send + 'static) {
+    /// Like [`call`](Self::call) but nobody waits; failures are logged and
+    /// `then` runs on the writer thread once the transaction has ended.
+    pub fn submit(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Connection) -> Result<()> + Send + 'static,
+        then: impl FnOnce() + Send + 'static,
+    ) {
         let job: Job = Box::new(move |conn| {
             let result = in_savepoint(conn, f);
             Box::new(move |commit| {
                 if let Err(e) = commit.map_err(Error::Storage).and(result) {
                     tracing::error!(error = %e, "storage: {what} failed");
                 }
+                then();
             })
         });
         if self.jobs.send(job).is_err() {
@@ -322,19 +329,40 @@ impl Storage {
         .await
     }
 
-    /// Stores an attempt and the delivery's new state (nobody waits).
-    pub fn record(&self, r: AttemptRecord) {
-        self.submit("recording an attempt", move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO attempts (delivery_id, at, status, duration_ms, response, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![r.delivery_id, r.at, r.http_status, r.duration_ms, r.response, r.error])?;
-            conn.prepare_cached(
-                "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5, last_error = ?6 WHERE id = ?1",
-            )?
-            .execute(params![r.delivery_id, r.new_status.as_str(), r.attempts, r.next_attempt_at, r.at, r.error])?;
-            Ok(())
-        });
+    /// Stores an attempt and the delivery's new state (nobody waits); `then`
+    /// runs after the commit.
+    pub fn record(&self, r: AttemptRecord, then: impl FnOnce() + Send + 'static) {
+        self.submit(
+            "recording an attempt",
+            move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO attempts (delivery_id, at, status, duration_ms, response, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![r.delivery_id, r.at, r.http_status, r.duration_ms, r.response, r.error])?;
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5, last_error = ?6 WHERE id = ?1",
+                )?
+                .execute(params![r.delivery_id, r.new_status.as_str(), r.attempts, r.next_attempt_at, r.at, r.error])?;
+                Ok(())
+            },
+            then,
+        );
+    }
+
+    /// Dead-letters a pending delivery that was not attempted (its webhook
+    /// is disabled); `then` runs after the commit.
+    pub fn dead_letter(&self, delivery_id: i64, reason: String, then: impl FnOnce() + Send + 'static) {
+        self.submit(
+            "dead-lettering a delivery",
+            move |conn| {
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = 'dead', updated_at = ?2, last_error = ?3 WHERE id = ?1 AND status = 'pending'",
+                )?
+                .execute(params![delivery_id, now_ms(), reason])?;
+                Ok(())
+            },
+            then,
+        );
     }
 
     /// Every pending delivery, oldest first.
@@ -635,17 +663,20 @@ mod tests {
         let stored = s.ingest(vec![event("e1", &["a"]), event("e2", &["a"])]).await.unwrap();
         let (d1, d2) = (stored[0].pending[0].id, stored[1].pending[0].id);
         for (id, status) in [(d1, Status::Dead), (d2, Status::Delivered)] {
-            s.record(AttemptRecord {
-                delivery_id: id,
-                at: now_ms(),
-                http_status: Some(500),
-                duration_ms: 3,
-                response: Some("oops".into()),
-                error: None,
-                new_status: status,
-                attempts: 1,
-                next_attempt_at: None,
-            });
+            s.record(
+                AttemptRecord {
+                    delivery_id: id,
+                    at: now_ms(),
+                    http_status: Some(500),
+                    duration_ms: 3,
+                    response: Some("oops".into()),
+                    error: None,
+                    new_status: status,
+                    attempts: 1,
+                    next_attempt_at: None,
+                },
+                || (),
+            );
         }
         s.flush().await.unwrap();
         let dead = s.deliveries(Status::Dead, Some("a".into()), 0, i64::MAX).await.unwrap();
