@@ -59,6 +59,8 @@ fn origin_allowed_anywhere(relay: &Relay, origin: &str) -> bool {
 fn cors(headers: &mut HeaderMap, origin: &str) {
     if let Ok(v) = HeaderValue::from_str(origin) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        // The SDK backs off by Retry-After (429, 503); a page can read only exposed headers.
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Retry-After"));
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
 }

@@ -69,6 +69,12 @@ async fn unknown_write_key_is_401_and_origins_are_checked_per_key() {
     let (status, headers, _) = post(&url, body(), &[("origin", "https://app.example.com")]).await;
     assert_eq!(status, 202);
     assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(headers["access-control-expose-headers"], "Retry-After");
+    // Errors other than 403 are readable by the page too (the SDK needs their status).
+    let unknown = serde_json::to_vec(&batch_with_key("pk_nope", vec![nps(3)])).unwrap();
+    let (status, headers, _) = post(&url, unknown, &[("origin", "https://app.example.com")]).await;
+    assert_eq!(status, 401);
+    assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
 
     // "*" admits any origin for that key only.
     let any = serde_json::to_vec(&batch_with_key("pk_any", vec![nps(3)])).unwrap();
