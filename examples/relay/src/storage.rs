@@ -7,8 +7,10 @@
 //! answers after the commit. Concurrent ingest requests therefore share one
 //! fsync, and an answer always means "committed".
 //!
-//! [`Storage`] is the one type the rest of the relay sees; a PostgreSQL
-//! backend (a separate issue) would be a second implementation behind it.
+//! [`Storage`] is the one type the rest of the relay sees, and its public
+//! methods speak in relay terms (events, deliveries, attempts), never SQL: a
+//! PostgreSQL backend (a separate issue) would put a second connection kind
+//! behind the same methods.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -241,7 +243,7 @@ impl Storage {
 
     /// Runs `f` on the writer thread inside the shared transaction and
     /// answers once that transaction has committed.
-    pub async fn call<T: Send + 'static>(
+    async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -258,7 +260,7 @@ impl Storage {
 
     /// Like [`call`](Self::call) but nobody waits; failures are logged and
     /// `then` runs on the writer thread once the transaction has ended.
-    pub fn submit(
+    fn submit(
         &self,
         what: &'static str,
         f: impl FnOnce(&Connection) -> Result<()> + Send + 'static,
