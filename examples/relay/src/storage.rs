@@ -204,7 +204,7 @@ fn open_connection(path: &Path) -> Result<Connection> {
 }
 
 /// Applies the migrations not yet applied. Returns (before, after) versions.
-pub fn migrate(conn: &mut Connection) -> Result<(usize, usize)> {
+fn migrate(conn: &mut Connection) -> Result<(usize, usize)> {
     let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     if current > MIGRATIONS.len() {
         return Err(Error::Storage(format!(

@@ -408,6 +408,8 @@ async fn a_hanging_webhook_does_not_delay_a_healthy_one() {
     let fast = receiver.wait_for("/fast", 50, Duration::from_secs(5)).await;
     let slowest = fast.iter().map(|r| r.at - started).max().unwrap();
     assert!(slowest < Duration::from_secs(2), "the healthy webhook waited {slowest:?}");
+    receiver.wait_for("/hang", 2, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(receiver.on("/hang").len(), 2, "the hanging webhook holds only its own 2 slots");
     relay.stop().await;
 }
