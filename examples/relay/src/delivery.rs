@@ -265,10 +265,9 @@ impl Dispatcher {
     }
 
     async fn reload(&self) -> Result<()> {
-        let disabled: HashSet<String> =
-            self.inner.storage.disabled_webhooks().await?.into_iter().map(|(id, _)| id).collect();
-        *self.inner.disabled.lock().unwrap() = disabled;
-        self.enqueue(self.inner.storage.pending().await?);
+        let (disabled, pending) = self.inner.storage.work().await?;
+        *self.inner.disabled.lock().unwrap() = disabled.into_iter().collect();
+        self.enqueue(pending);
         Ok(())
     }
 

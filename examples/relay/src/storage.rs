@@ -243,10 +243,7 @@ impl Storage {
 
     /// Runs `f` on the writer thread inside the shared transaction and
     /// answers once that transaction has committed.
-    async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = in_savepoint(conn, f);
@@ -369,24 +366,13 @@ impl Storage {
 
     /// Every pending delivery, oldest first.
     pub async fn pending(&self) -> Result<Vec<PendingDelivery>> {
-        self.call(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT d.id, d.msg_id, d.webhook_id, e.body, d.attempts, COALESCE(d.next_attempt_at, d.created_at)
-                 FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.status = 'pending' ORDER BY d.id",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(PendingDelivery {
-                    id: r.get(0)?,
-                    msg_id: r.get(1)?,
-                    webhook_id: r.get(2)?,
-                    event_body: r.get::<_, String>(3)?.into(),
-                    attempts: r.get(4)?,
-                    next_attempt_at: r.get(5)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        self.call(pending_rows).await
+    }
+
+    /// The disabled webhooks and every pending delivery, read together so
+    /// that an `enable` and a `replay` are never seen half.
+    pub async fn work(&self) -> Result<(Vec<String>, Vec<PendingDelivery>)> {
+        self.call(|conn| Ok((disabled_rows(conn)?.into_iter().map(|(id, _)| id).collect(), pending_rows(conn)?))).await
     }
 
     /// Marks a webhook disabled (after a 410) and dead-letters its pending deliveries.
@@ -419,13 +405,7 @@ impl Storage {
 
     /// Disabled webhooks and why.
     pub async fn disabled_webhooks(&self) -> Result<Vec<(String, String)>> {
-        self.call(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT webhook_id, COALESCE(reason, '') FROM webhook_state WHERE disabled_at IS NOT NULL")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        self.call(disabled_rows).await
     }
 
     /// Deliveries with `status`, optionally of one webhook, updated within [since, until] (Unix ms).
@@ -551,6 +531,31 @@ impl Storage {
         })
         .await
     }
+}
+
+fn pending_rows(conn: &Connection) -> Result<Vec<PendingDelivery>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, d.msg_id, d.webhook_id, e.body, d.attempts, COALESCE(d.next_attempt_at, d.created_at)
+         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.status = 'pending' ORDER BY d.id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(PendingDelivery {
+            id: r.get(0)?,
+            msg_id: r.get(1)?,
+            webhook_id: r.get(2)?,
+            event_body: r.get::<_, String>(3)?.into(),
+            attempts: r.get(4)?,
+            next_attempt_at: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn disabled_rows(conn: &Connection) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT webhook_id, COALESCE(reason, '') FROM webhook_state WHERE disabled_at IS NOT NULL")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 fn bump(conn: &Connection, key: &str) -> Result<()> {

@@ -131,10 +131,10 @@ async fn post_and_get_are_signed_per_standard_webhooks_and_carry_the_standard_he
 
 #[tokio::test]
 async fn outcomes_2xx_delivered_3xx_and_4xx_failed_410_disables() {
-    let receiver = Receiver::start(|r, _| match r.path() {
+    let receiver = Receiver::start(|r, n| match r.path() {
         "/redirect" => Reply { headers: vec![("location", "/target".into())], ..Reply::status(302) },
         "/bad" => Reply::status(400),
-        "/gone" => Reply::status(410),
+        "/gone" if n == 0 => Reply::status(410),
         "/big" => Reply { body: "x".repeat(10_000), ..Reply::ok() },
         _ => Reply::status(204),
     })
@@ -172,6 +172,27 @@ async fn outcomes_2xx_delivered_3xx_and_4xx_failed_410_disables() {
     assert_eq!(gone[1].2, "dead", "{gone:?}");
     assert!(gone[1].4.as_deref().unwrap().contains("disabled"));
     assert_eq!(receiver.on("/gone").len(), 1);
+
+    // `enable` and `replay` (CLI, another process) bring it back; the running relay notices.
+    let config_path = relay.dir.path().join("relay.toml");
+    std::fs::write(&config_path, format!("storage = \"sqlite://{}\"\n", relay.db.display())).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
+            .args(args)
+            .arg("--config")
+            .arg(&config_path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(cli(&["enable", "--webhook", "gone"]).starts_with("gone enabled"));
+    assert!(cli(&["replay", "--webhook", "gone"]).starts_with("1 dead letter(s) queued again"));
+    receiver.wait_for("/gone", 2, Duration::from_secs(10)).await;
+    eventually("the replayed delivery to succeed", Duration::from_secs(10), || {
+        relay.deliveries().iter().any(|d| d.1 == "gone" && d.2 == "delivered")
+    })
+    .await;
     relay.stop().await;
 }
 
