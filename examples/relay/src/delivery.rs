@@ -405,7 +405,11 @@ async fn attempt(inner: &Arc<Inner>, hook: usize, mut d: PendingDelivery) {
             }
             match next_delay(&w.retry, d.attempts, retry_after, rand::random::<f64>()) {
                 Some(wait) => (Status::Pending, Some(wait)),
-                None => (Status::Dead, None),
+                None => {
+                    let why = error.take().unwrap_or_default().replace(": will retry", "");
+                    error = Some(format!("{why}; dead-lettered after {} attempts", d.attempts));
+                    (Status::Dead, None)
+                }
             }
         }
     };

@@ -234,6 +234,7 @@ async fn retryable_failures_are_retried_with_the_same_webhook_id_then_dead_lette
 
     let down = by_hook("down");
     assert_eq!((down.2.as_str(), down.3), ("dead", 3));
+    assert_eq!(down.4.as_deref(), Some("HTTP 500; dead-lettered after 3 attempts"));
     let slow = by_hook("slow");
     assert_eq!((slow.2.as_str(), slow.3), ("dead", 2));
     assert!(
