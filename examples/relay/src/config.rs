@@ -301,8 +301,10 @@ impl Config {
     /// Reads and resolves a file, with the process environment for `${VAR}`
     /// and `CUECAST_*` overrides.
     pub fn load(path: &Path) -> Result<Config> {
-        let src = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config { path: path.display().to_string(), errors: vec![ConfigError { line: None, message: e.to_string() }] })?;
+        let src = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.display().to_string(),
+            errors: vec![ConfigError { line: None, message: e.to_string() }],
+        })?;
         let env = |name: &str| std::env::var(name).ok();
         Config::parse(&src, &env).map_err(|errors| Error::Config { path: path.display().to_string(), errors })
     }
@@ -327,7 +329,10 @@ impl Config {
             Ok(a) => a,
             Err(_) => {
                 let at = raw.listen.as_ref().map(|l| l.span().start);
-                check.error(at, format!("listen {:?} must be an address like \"127.0.0.1:8686\"", listen_text.unwrap_or_default()));
+                check.error(
+                    at,
+                    format!("listen {:?} must be an address like \"127.0.0.1:8686\"", listen_text.unwrap_or_default()),
+                );
                 DEFAULT_LISTEN.parse().expect("valid default")
             }
         };
@@ -411,7 +416,8 @@ impl Config {
                 let origin = check.expand(o);
                 if origin == "*" {
                     any = true;
-                } else if url::Url::parse(&origin).map(|u| u.origin().ascii_serialization() == origin).unwrap_or(false) {
+                } else if url::Url::parse(&origin).map(|u| u.origin().ascii_serialization() == origin).unwrap_or(false)
+                {
                     list.push(origin);
                 } else {
                     check.error(Some(o.span().start), format!("origin {origin:?} must be \"*\" or like \"https://app.example.com\" (scheme, host, optional port, no path)"));
@@ -426,7 +432,10 @@ impl Config {
         for w in &raw.webhook {
             let id = check.expand(&w.id);
             if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                check.error(Some(w.id.span().start), format!("webhook id {id:?} must be letters, digits, '-', '_' or '.'"));
+                check.error(
+                    Some(w.id.span().start),
+                    format!("webhook id {id:?} must be letters, digits, '-', '_' or '.'"),
+                );
             } else if !ids.insert(id.clone()) {
                 check.error(Some(w.id.span().start), format!("webhook id {id:?} is used twice"));
             }
@@ -437,7 +446,10 @@ impl Config {
                 }
             }
             if w.events.get_ref().is_empty() {
-                check.error(Some(w.events.span().start), format!("webhook {id:?}: events must list at least one name, \"prefix.*\" or \"*\""));
+                check.error(
+                    Some(w.events.span().start),
+                    format!("webhook {id:?}: events must list at least one name, \"prefix.*\" or \"*\""),
+                );
             }
             let method = match &w.method {
                 None => Method::Post,
@@ -455,9 +467,8 @@ impl Config {
                     Ok(u) if !matches!(u.scheme(), "http" | "https") => {
                         check.error(Some(w.url.span().start), format!("url {url:?} must be http or https"))
                     }
-                    Ok(u) if egress.https_only && u.scheme() != "https" => {
-                        check.error(Some(w.url.span().start), format!("url {url:?} is http, but egress.https_only is set"))
-                    }
+                    Ok(u) if egress.https_only && u.scheme() != "https" => check
+                        .error(Some(w.url.span().start), format!("url {url:?} is http, but egress.https_only is set")),
                     Ok(_) => {}
                     Err(e) => check.error(Some(w.url.span().start), format!("url {url:?} is not a URL: {e}")),
                 }
@@ -466,20 +477,29 @@ impl Config {
             for (name, value) in &w.headers {
                 let lower = name.to_ascii_lowercase();
                 if lower.starts_with("webhook-") {
-                    check.error(Some(value.span().start), format!("header {name:?} is set by the relay for signatures and cannot be configured"));
+                    check.error(
+                        Some(value.span().start),
+                        format!("header {name:?} is set by the relay for signatures and cannot be configured"),
+                    );
                 } else if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                     check.error(Some(value.span().start), format!("header name {name:?} is not valid"));
                 }
                 let v = check.expand(value);
                 if axum::http::HeaderValue::from_str(&v).is_err() {
-                    check.error(Some(value.span().start), format!("header {name:?} has a value that is not valid in HTTP"));
+                    check.error(
+                        Some(value.span().start),
+                        format!("header {name:?} has a value that is not valid in HTTP"),
+                    );
                 }
                 headers.push((name.clone(), v));
             }
             let when = w.when.as_ref().map(|s| check.expand(s));
             let body = w.body.as_ref().map(|s| check.expand(s));
             if method == Method::Get && body.is_some() {
-                check.error(w.body.as_ref().map(|b| b.span().start), format!("webhook {id:?}: a GET has no body; put fields in a url template instead"));
+                check.error(
+                    w.body.as_ref().map(|b| b.span().start),
+                    format!("webhook {id:?}: a GET has no body; put fields in a url template instead"),
+                );
             }
             let mut secrets = Vec::new();
             if let Some(secret) = &w.secret {
@@ -513,7 +533,10 @@ impl Config {
             };
             let retry = match &w.retry {
                 Some(list) if list.get_ref().is_empty() => {
-                    check.error(Some(list.span().start), "retry must list at least one delay (the first attempt, usually \"0s\")");
+                    check.error(
+                        Some(list.span().start),
+                        "retry must list at least one delay (the first attempt, usually \"0s\")",
+                    );
                     DEFAULT_SCHEDULE.to_vec()
                 }
                 Some(list) => list.get_ref().iter().filter_map(|d| check.parse(d, parse_duration)).collect(),
@@ -552,7 +575,8 @@ impl Config {
                     };
                     let base = at.map(|o| check.line(o)).unwrap_or(1);
                     // A '''…''' string starting with a newline begins on the next line.
-                    let starts_next = at.map(|o| src[o..].starts_with("'''\n") || src[o..].starts_with("\"\"\"\n")).unwrap_or(false);
+                    let starts_next =
+                        at.map(|o| src[o..].starts_with("'''\n") || src[o..].starts_with("\"\"\"\n")).unwrap_or(false);
                     let line = base + p.line.unwrap_or(1) - 1 + usize::from(starts_next && p.line.is_some());
                     check.errors.push(ConfigError {
                         line: Some(line),
@@ -564,7 +588,16 @@ impl Config {
         };
 
         if check.errors.is_empty() {
-            Ok(Config { listen, storage, admin_token, egress, limits, sources, webhooks, rules: std::sync::Arc::new(rules) })
+            Ok(Config {
+                listen,
+                storage,
+                admin_token,
+                egress,
+                limits,
+                sources,
+                webhooks,
+                rules: std::sync::Arc::new(rules),
+            })
         } else {
             check.errors.sort_by_key(|e| e.line);
             Err(check.errors)
@@ -671,7 +704,8 @@ body = '''
 
     #[test]
     fn syntax_and_unknown_fields_have_lines() {
-        let errors = Config::parse("listen = \"127.0.0.1:1\"\n[[webhook]]\nid = \"x\"\nevent = [\"*\"]\n", &no_env).unwrap_err();
+        let errors =
+            Config::parse("listen = \"127.0.0.1:1\"\n[[webhook]]\nid = \"x\"\nevent = [\"*\"]\n", &no_env).unwrap_err();
         assert_eq!(errors[0].line, Some(4), "{errors:?}");
         let errors = Config::parse("listen = \n", &no_env).unwrap_err();
         assert_eq!(errors[0].line, Some(1), "{errors:?}");

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -83,15 +84,29 @@ impl Sender {
         if let Err(e) = check_url(&req.url, &self.config.egress.allow_cidrs, self.config.egress.https_only) {
             return permanent(format!("SSRF guard refused {}: {e}", req.url));
         }
-        let timestamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        let mut builder = match req.method {
-            Method::Post => self.client.post(req.url.clone()).header("content-type", "application/json"),
+        let timestamp =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let builder = match req.method {
+            Method::Post => self.client.post(req.url.clone()),
             Method::Get => self.client.get(req.url.clone()),
         };
-        for (name, value) in &w.headers {
-            builder = builder.header(name.as_str(), value.as_str());
+        let mut built = match builder.timeout(w.timeout).build() {
+            Ok(b) => b,
+            Err(e) => return permanent(format!("cannot build the request: {}", chain(&e))),
+        };
+        let headers = built.headers_mut();
+        if req.method == Method::Post {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        let mut signature_headers = vec![("webhook-id", msg_id.to_string()), ("webhook-timestamp", timestamp.to_string())];
+        // Configured headers replace the relay's defaults (content-type, user-agent);
+        // names and values were checked when the config was loaded.
+        for (name, value) in &w.headers {
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                headers.insert(name, value);
+            }
+        }
+        let mut signature_headers =
+            vec![("webhook-id", msg_id.to_string()), ("webhook-timestamp", timestamp.to_string())];
         if !w.secrets.is_empty() {
             let signed: &[u8] = match &req.body {
                 Some(body) => body,
@@ -100,13 +115,9 @@ impl Sender {
             };
             signature_headers.push(("webhook-signature", sign(&w.secrets, msg_id, timestamp, signed)));
         }
-        let mut built = match builder.timeout(w.timeout).build() {
-            Ok(b) => b,
-            Err(e) => return permanent(format!("cannot build the request: {}", chain(&e))),
-        };
         for (name, value) in signature_headers {
-            // insert, not append: these replace anything configured.
-            built.headers_mut().insert(HeaderName::from_static(name), HeaderValue::from_str(&value).expect("ASCII"));
+            // Last, and insert rather than append: nothing configured can replace them.
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_str(&value).expect("ASCII"));
         }
         if let Some(body) = req.body {
             *built.body_mut() = Some(body.into());
@@ -149,7 +160,8 @@ impl Sender {
             Err(e) => {
                 let message = chain(&e);
                 let refused = message.contains("SSRF guard refused");
-                let error = if e.is_timeout() { format!("timed out after {:?}: {message}", w.timeout) } else { message };
+                let error =
+                    if e.is_timeout() { format!("timed out after {:?}: {message}", w.timeout) } else { message };
                 AttemptResult {
                     http_status: None,
                     retry_after: None,
@@ -253,9 +265,9 @@ impl Dispatcher {
     }
 
     async fn reload(&self) -> Result<()> {
-        let disabled: HashSet<String> = self.inner.storage.disabled_webhooks().await?.into_iter().map(|(id, _)| id).collect();
-        *self.inner.disabled.lock().unwrap() = disabled;
-        self.enqueue(self.inner.storage.pending().await?);
+        let (disabled, pending) = self.inner.storage.work().await?;
+        *self.inner.disabled.lock().unwrap() = disabled.into_iter().collect();
+        self.enqueue(pending);
         Ok(())
     }
 
@@ -353,8 +365,11 @@ async fn worker(inner: Arc<Inner>, hook: usize, mut rx: mpsc::UnboundedReceiver<
 async fn attempt(inner: &Arc<Inner>, hook: usize, mut d: PendingDelivery) {
     let w = &inner.config.webhooks[hook];
     if inner.disabled.lock().unwrap().contains(&w.id) {
-        // Its pending deliveries were dead-lettered when it was disabled.
-        inner.owned.lock().unwrap().remove(&d.id);
+        // Deliveries already queued when it was disabled (or replayed since).
+        let owner = inner.clone();
+        inner.storage.dead_letter(d.id, "webhook disabled after 410 Gone".into(), move || {
+            owner.owned.lock().unwrap().remove(&d.id);
+        });
         return;
     }
     let at = now_ms();
@@ -390,23 +405,39 @@ async fn attempt(inner: &Arc<Inner>, hook: usize, mut d: PendingDelivery) {
             }
             match next_delay(&w.retry, d.attempts, retry_after, rand::random::<f64>()) {
                 Some(wait) => (Status::Pending, Some(wait)),
-                None => (Status::Dead, None),
+                None => {
+                    let why = error.take().unwrap_or_default().replace(": will retry", "");
+                    error = Some(format!("{why}; dead-lettered after {} attempts", d.attempts));
+                    (Status::Dead, None)
+                }
             }
         }
     };
     let next_at = next.map(|wait| at + result.duration.as_millis() as i64 + wait.as_millis() as i64);
     tracing::debug!(webhook = %w.id, delivery = d.id, attempt = d.attempts, status = ?result.http_status, outcome = ?status, "attempt");
-    inner.storage.record(AttemptRecord {
-        delivery_id: d.id,
-        at,
-        http_status: result.http_status,
-        duration_ms: result.duration.as_millis() as i64,
-        response: result.response,
-        error,
-        new_status: status,
-        attempts: d.attempts,
-        next_attempt_at: next_at,
-    });
+    let finished = status != Status::Pending;
+    let owner = inner.clone();
+    let id = d.id;
+    inner.storage.record(
+        AttemptRecord {
+            delivery_id: d.id,
+            at,
+            http_status: result.http_status,
+            duration_ms: result.duration.as_millis() as i64,
+            response: result.response,
+            error,
+            new_status: status,
+            attempts: d.attempts,
+            next_attempt_at: next_at,
+        },
+        // Released only once the final state is committed, so a sweep that
+        // reads the table meanwhile cannot pick the delivery up again.
+        move || {
+            if finished {
+                owner.owned.lock().unwrap().remove(&id);
+            }
+        },
+    );
     if outcome == Outcome::Gone {
         tracing::warn!(webhook = %w.id, "receiver answered 410 Gone: webhook disabled; its pending deliveries are dead-lettered");
         inner.disabled.lock().unwrap().insert(w.id.clone());
@@ -414,13 +445,8 @@ async fn attempt(inner: &Arc<Inner>, hook: usize, mut d: PendingDelivery) {
             tracing::error!(error = %e, "cannot store that the webhook is disabled");
         }
     }
-    match (status, next) {
-        (Status::Pending, Some(wait)) => {
-            d.next_attempt_at = next_at.unwrap_or(at);
-            Dispatcher { inner: inner.clone() }.later(wait, d);
-        }
-        _ => {
-            inner.owned.lock().unwrap().remove(&d.id);
-        }
+    if let (Status::Pending, Some(wait)) = (status, next) {
+        d.next_attempt_at = next_at.unwrap_or(at);
+        Dispatcher { inner: inner.clone() }.later(wait, d);
     }
 }

@@ -36,7 +36,12 @@ impl Default for Limiter {
 }
 
 impl Limiter {
-    fn take<K: std::hash::Hash + Eq>(&self, map: &Mutex<HashMap<K, Bucket>>, key: K, rate: Rate) -> Result<(), Duration> {
+    fn take<K: std::hash::Hash + Eq>(
+        &self,
+        map: &Mutex<HashMap<K, Bucket>>,
+        key: K,
+        rate: Rate,
+    ) -> Result<(), Duration> {
         let now = self.start.elapsed();
         let mut map = map.lock().unwrap();
         if map.len() > 100_000 {
@@ -54,6 +59,8 @@ fn origin_allowed_anywhere(relay: &Relay, origin: &str) -> bool {
 fn cors(headers: &mut HeaderMap, origin: &str) {
     if let Ok(v) = HeaderValue::from_str(origin) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        // The SDK backs off by Retry-After (429, 503); a page can read only exposed headers.
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Retry-After"));
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
 }
@@ -64,7 +71,8 @@ fn cors(headers: &mut HeaderMap, origin: &str) {
 pub async fn preflight(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if origin.is_empty() || !origin_allowed_anywhere(&relay, origin) {
-        return Error::OriginNotAllowed(if origin.is_empty() { "(none)".into() } else { origin.into() }).into_response();
+        return Error::OriginNotAllowed(if origin.is_empty() { "(none)".into() } else { origin.into() })
+            .into_response();
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
@@ -94,7 +102,11 @@ pub async fn batch(State(relay): State<Arc<Relay>>, req: Request) -> Response {
 
 async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack> {
     let limits = &relay.config.limits;
-    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     relay
         .limiter
         .take(&relay.limiter.ips, ip, limits.ip_rate)
@@ -174,10 +186,16 @@ pub async fn readyz(State(relay): State<Arc<Relay>>) -> Response {
 
 fn admin(relay: &Relay, headers: &HeaderMap) -> Result<()> {
     let expected = relay.config.admin_token.as_deref().ok_or(Error::Unauthorized)?;
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     // Compare in constant time so the token cannot be guessed byte by byte.
     match given {
-        Some(g) if g.len() == expected.len() && g.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 => Ok(()),
+        Some(g)
+            if g.len() == expected.len()
+                && g.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 =>
+        {
+            Ok(())
+        }
         _ => Err(Error::Unauthorized),
     }
 }
@@ -226,7 +244,11 @@ pub async fn admin_deliveries(
 }
 
 /// `GET /admin/deliveries/{id}/attempts`.
-pub async fn admin_attempts(State(relay): State<Arc<Relay>>, headers: HeaderMap, Path(id): Path<i64>) -> Result<Json<serde_json::Value>> {
+pub async fn admin_attempts(
+    State(relay): State<Arc<Relay>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>> {
     admin(&relay, &headers)?;
     Ok(Json(serde_json::json!({ "attempts": relay.storage.attempts(id).await? })))
 }

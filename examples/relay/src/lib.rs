@@ -13,6 +13,7 @@
 //!   that applies it to every connection).
 //! - [`rules`]: `when` conditions and body/url templates (minijinja).
 //! - [`config`]: the TOML file → the resolved [`config::Config`], with line numbers.
+//! - [`samples`]: sample events for `send-test` (the SDK's golden fixtures).
 //!
 //! IO:
 //! - [`storage`]: the SQLite file (events, deliveries, attempts), one writer

@@ -11,7 +11,11 @@ use cuecast_relay::storage::{self, Replay, Status, Storage};
 use cuecast_relay::{Error, Result};
 
 #[derive(Parser)]
-#[command(name = "cuecast-relay", version, about = "Accepts cuecast event batches durably and delivers them to webhooks")]
+#[command(
+    name = "cuecast-relay",
+    version,
+    about = "Accepts cuecast event batches durably and delivers them to webhooks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -141,7 +145,9 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::SendTest { config, webhook, event } => {
             let config = std::sync::Arc::new(Config::load(&config)?);
-            let (hook, _) = config.webhook(&webhook).ok_or_else(|| Error::Usage(format!("no webhook {webhook:?} in the config")))?;
+            let (hook, _) = config
+                .webhook(&webhook)
+                .ok_or_else(|| Error::Usage(format!("no webhook {webhook:?} in the config")))?;
             let event = match event {
                 Some(path) => serde_json::from_slice(&std::fs::read(&path)?)
                     .map_err(|e| Error::Usage(format!("{}: not JSON: {e}", path.display())))?,

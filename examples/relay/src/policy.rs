@@ -120,7 +120,12 @@ pub const JITTER: f64 = 0.2;
 /// deliveries by ±20 %. A receiver's `Retry-After` can push the attempt later
 /// but never beyond the longest delay of the schedule, so a bogus header
 /// cannot park a delivery for a year.
-pub fn next_delay(schedule: &[Duration], attempts_made: u32, retry_after: Option<Duration>, unit: f64) -> Option<Duration> {
+pub fn next_delay(
+    schedule: &[Duration],
+    attempts_made: u32,
+    retry_after: Option<Duration>,
+    unit: f64,
+) -> Option<Duration> {
     let base = *schedule.get(attempts_made as usize)?;
     let factor = 1.0 + JITTER * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
     let jittered = base.mul_f64(factor);

@@ -20,7 +20,8 @@ const FIXTURES: [&str; 7] = [
 pub fn for_webhook(config: &Config, hook: usize) -> Value {
     let samples: Vec<Value> = FIXTURES.iter().map(|s| serde_json::from_str(s).expect("fixtures are JSON")).collect();
     let name = |v: &Value| v["event"].as_str().unwrap_or_default().to_string();
-    let routed = |v: &Value| config.rules.route(&name(v), v).into_iter().find(|(h, _)| *h == hook).map(|(_, verdict)| verdict);
+    let routed =
+        |v: &Value| config.rules.route(&name(v), v).into_iter().find(|(h, _)| *h == hook).map(|(_, verdict)| verdict);
     let mut chosen = samples
         .iter()
         .find(|v| matches!(routed(v), Some(Ok(true))))

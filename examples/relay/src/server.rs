@@ -57,7 +57,11 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Serves on `listener` until `shutdown` resolves; then stops accepting,
 /// lets in-flight requests and deliveries finish (up to
 /// `limits.shutdown_grace`) and flushes storage.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let relay = Relay::start(config).await?;
     tracing::info!(addr = %listener.local_addr()?, webhooks = relay.config.webhooks.len(), "cuecast-relay listening");
     let pruner = {

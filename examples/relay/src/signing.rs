@@ -26,7 +26,8 @@ impl std::fmt::Debug for Secret {
 impl Secret {
     /// Parses `whsec_<base64>`.
     pub fn parse(s: &str) -> Result<Secret, String> {
-        let b64 = s.strip_prefix("whsec_").ok_or("secret must start with \"whsec_\" (see `cuecast-relay gen-secret`)")?;
+        let b64 =
+            s.strip_prefix("whsec_").ok_or("secret must start with \"whsec_\" (see `cuecast-relay gen-secret`)")?;
         let key = STANDARD.decode(b64).map_err(|e| format!("secret is not valid base64 after \"whsec_\": {e}"))?;
         if key.len() < 16 {
             return Err(format!("secret must hold at least 16 bytes, has {}", key.len()));

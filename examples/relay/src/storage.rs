@@ -7,8 +7,10 @@
 //! answers after the commit. Concurrent ingest requests therefore share one
 //! fsync, and an answer always means "committed".
 //!
-//! [`Storage`] is the one type the rest of the relay sees; a PostgreSQL
-//! backend (a separate issue) would be a second implementation behind it.
+//! [`Storage`] is the one type the rest of the relay sees, and its public
+//! methods speak in relay terms (events, deliveries, attempts), never SQL: a
+//! PostgreSQL backend (a separate issue) would put a second connection kind
+//! behind the same methods.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -202,7 +204,7 @@ fn open_connection(path: &Path) -> Result<Connection> {
 }
 
 /// Applies the migrations not yet applied. Returns (before, after) versions.
-pub fn migrate(conn: &mut Connection) -> Result<(usize, usize)> {
+fn migrate(conn: &mut Connection) -> Result<(usize, usize)> {
     let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     if current > MIGRATIONS.len() {
         return Err(Error::Storage(format!(
@@ -241,7 +243,7 @@ impl Storage {
 
     /// Runs `f` on the writer thread inside the shared transaction and
     /// answers once that transaction has committed.
-    pub async fn call<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = in_savepoint(conn, f);
@@ -253,14 +255,21 @@ impl Storage {
         rx.await.map_err(|_| Error::Storage("the writer thread has stopped".into()))?
     }
 
-    /// Like [`call`](Self::call) but nobody waits; failures are logged.
-    pub fn submit(&self, what: &'static str, f: impl FnOnce(&Connection) -> Result<()> + Send + 'static) {
+    /// Like [`call`](Self::call) but nobody waits; failures are logged and
+    /// `then` runs on the writer thread once the transaction has ended.
+    fn submit(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Connection) -> Result<()> + Send + 'static,
+        then: impl FnOnce() + Send + 'static,
+    ) {
         let job: Job = Box::new(move |conn| {
             let result = in_savepoint(conn, f);
             Box::new(move |commit| {
                 if let Err(e) = commit.map_err(Error::Storage).and(result) {
                     tracing::error!(error = %e, "storage: {what} failed");
                 }
+                then();
             })
         });
         if self.jobs.send(job).is_err() {
@@ -319,41 +328,51 @@ impl Storage {
         .await
     }
 
-    /// Stores an attempt and the delivery's new state (nobody waits).
-    pub fn record(&self, r: AttemptRecord) {
-        self.submit("recording an attempt", move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO attempts (delivery_id, at, status, duration_ms, response, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![r.delivery_id, r.at, r.http_status, r.duration_ms, r.response, r.error])?;
-            conn.prepare_cached(
-                "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5, last_error = ?6 WHERE id = ?1",
-            )?
-            .execute(params![r.delivery_id, r.new_status.as_str(), r.attempts, r.next_attempt_at, r.at, r.error])?;
-            Ok(())
-        });
+    /// Stores an attempt and the delivery's new state (nobody waits); `then`
+    /// runs after the commit.
+    pub fn record(&self, r: AttemptRecord, then: impl FnOnce() + Send + 'static) {
+        self.submit(
+            "recording an attempt",
+            move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO attempts (delivery_id, at, status, duration_ms, response, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![r.delivery_id, r.at, r.http_status, r.duration_ms, r.response, r.error])?;
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5, last_error = ?6 WHERE id = ?1",
+                )?
+                .execute(params![r.delivery_id, r.new_status.as_str(), r.attempts, r.next_attempt_at, r.at, r.error])?;
+                Ok(())
+            },
+            then,
+        );
+    }
+
+    /// Dead-letters a pending delivery that was not attempted (its webhook
+    /// is disabled); `then` runs after the commit.
+    pub fn dead_letter(&self, delivery_id: i64, reason: String, then: impl FnOnce() + Send + 'static) {
+        self.submit(
+            "dead-lettering a delivery",
+            move |conn| {
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = 'dead', updated_at = ?2, last_error = ?3 WHERE id = ?1 AND status = 'pending'",
+                )?
+                .execute(params![delivery_id, now_ms(), reason])?;
+                Ok(())
+            },
+            then,
+        );
     }
 
     /// Every pending delivery, oldest first.
     pub async fn pending(&self) -> Result<Vec<PendingDelivery>> {
-        self.call(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT d.id, d.msg_id, d.webhook_id, e.body, d.attempts, COALESCE(d.next_attempt_at, d.created_at)
-                 FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.status = 'pending' ORDER BY d.id",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(PendingDelivery {
-                    id: r.get(0)?,
-                    msg_id: r.get(1)?,
-                    webhook_id: r.get(2)?,
-                    event_body: r.get::<_, String>(3)?.into(),
-                    attempts: r.get(4)?,
-                    next_attempt_at: r.get(5)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        self.call(pending_rows).await
+    }
+
+    /// The disabled webhooks and every pending delivery, read together so
+    /// that an `enable` and a `replay` are never seen half.
+    pub async fn work(&self) -> Result<(Vec<String>, Vec<PendingDelivery>)> {
+        self.call(|conn| Ok((disabled_rows(conn)?.into_iter().map(|(id, _)| id).collect(), pending_rows(conn)?))).await
     }
 
     /// Marks a webhook disabled (after a 410) and dead-letters its pending deliveries.
@@ -386,16 +405,17 @@ impl Storage {
 
     /// Disabled webhooks and why.
     pub async fn disabled_webhooks(&self) -> Result<Vec<(String, String)>> {
-        self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT webhook_id, COALESCE(reason, '') FROM webhook_state WHERE disabled_at IS NOT NULL")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        self.call(disabled_rows).await
     }
 
     /// Deliveries with `status`, optionally of one webhook, updated within [since, until] (Unix ms).
-    pub async fn deliveries(&self, status: Status, webhook_id: Option<String>, since: i64, until: i64) -> Result<Vec<DeliveryRow>> {
+    pub async fn deliveries(
+        &self,
+        status: Status,
+        webhook_id: Option<String>,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<DeliveryRow>> {
         self.call(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT d.id, d.event_id, e.name, d.webhook_id, d.msg_id, d.status, d.attempts, d.updated_at, d.last_error
@@ -452,10 +472,17 @@ impl Storage {
     /// The attempts of one delivery, oldest first.
     pub async fn attempts(&self, delivery_id: i64) -> Result<Vec<Attempt>> {
         self.call(move |conn| {
-            let mut stmt =
-                conn.prepare("SELECT at, status, duration_ms, response, error FROM attempts WHERE delivery_id = ?1 ORDER BY id")?;
+            let mut stmt = conn.prepare(
+                "SELECT at, status, duration_ms, response, error FROM attempts WHERE delivery_id = ?1 ORDER BY id",
+            )?;
             let rows = stmt.query_map(params![delivery_id], |r| {
-                Ok(Attempt { at: r.get(0)?, status: r.get(1)?, duration_ms: r.get(2)?, response: r.get(3)?, error: r.get(4)? })
+                Ok(Attempt {
+                    at: r.get(0)?,
+                    status: r.get(1)?,
+                    duration_ms: r.get(2)?,
+                    response: r.get(3)?,
+                    error: r.get(4)?,
+                })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
@@ -506,8 +533,36 @@ impl Storage {
     }
 }
 
+fn pending_rows(conn: &Connection) -> Result<Vec<PendingDelivery>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, d.msg_id, d.webhook_id, e.body, d.attempts, COALESCE(d.next_attempt_at, d.created_at)
+         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.status = 'pending' ORDER BY d.id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(PendingDelivery {
+            id: r.get(0)?,
+            msg_id: r.get(1)?,
+            webhook_id: r.get(2)?,
+            event_body: r.get::<_, String>(3)?.into(),
+            attempts: r.get(4)?,
+            next_attempt_at: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn disabled_rows(conn: &Connection) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT webhook_id, COALESCE(reason, '') FROM webhook_state WHERE disabled_at IS NOT NULL")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 fn bump(conn: &Connection, key: &str) -> Result<()> {
-    conn.execute("INSERT INTO meta (key, value) VALUES (?1, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1", params![key])?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1",
+        params![key],
+    )?;
     Ok(())
 }
 
@@ -583,7 +638,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/relay.db");
         let s = Storage::open(&path).unwrap();
-        let (a, b) = tokio::join!(s.ingest(vec![event("e1", &["a", "b"])]), s.ingest(vec![event("e2", &["a"]), event("e1", &["a"])]));
+        let (a, b) = tokio::join!(
+            s.ingest(vec![event("e1", &["a", "b"])]),
+            s.ingest(vec![event("e2", &["a"]), event("e1", &["a"])])
+        );
         let (a, b) = (a.unwrap(), b.unwrap());
         assert!(!a[0].duplicate && a[0].pending.len() == 2);
         assert!(!b[0].duplicate);
@@ -612,17 +670,20 @@ mod tests {
         let stored = s.ingest(vec![event("e1", &["a"]), event("e2", &["a"])]).await.unwrap();
         let (d1, d2) = (stored[0].pending[0].id, stored[1].pending[0].id);
         for (id, status) in [(d1, Status::Dead), (d2, Status::Delivered)] {
-            s.record(AttemptRecord {
-                delivery_id: id,
-                at: now_ms(),
-                http_status: Some(500),
-                duration_ms: 3,
-                response: Some("oops".into()),
-                error: None,
-                new_status: status,
-                attempts: 1,
-                next_attempt_at: None,
-            });
+            s.record(
+                AttemptRecord {
+                    delivery_id: id,
+                    at: now_ms(),
+                    http_status: Some(500),
+                    duration_ms: 3,
+                    response: Some("oops".into()),
+                    error: None,
+                    new_status: status,
+                    attempts: 1,
+                    next_attempt_at: None,
+                },
+                || (),
+            );
         }
         s.flush().await.unwrap();
         let dead = s.deliveries(Status::Dead, Some("a".into()), 0, i64::MAX).await.unwrap();

@@ -28,7 +28,9 @@ fn load(file: &str, receiver: &Receiver, dir: &Path) -> Config {
             "MARKETING_API_URL" | "ZENDESK_URL" | "MAIL_API_URL" => Some(base.clone()),
             "SHEET_URL" => Some(format!("{base}/sheet")),
             "ANALYTICS_URL" => Some(format!("{base}/collect")),
-            "SHEET_WEBHOOK_SECRET" | "ANALYTICS_WEBHOOK_SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            "SHEET_WEBHOOK_SECRET" | "ANALYTICS_WEBHOOK_SECRET" => {
+                Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())
+            }
             n if n.ends_with("_KEY") || n.ends_with("_AUTH") => Some("test-credential".into()),
             _ => None,
         }
@@ -140,15 +142,35 @@ fn check_config_cli_reports_problems_with_lines_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "listen = \"x\"\n[[webhook]]\nid = \"a\"\nevents = [\"*\"]\nurl = \"https://example.com\"\nrate_limit = \"fast\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay")).args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(stdout.contains("bad.toml:line 1: listen"), "{stdout}");
     assert!(stdout.contains("bad.toml:line 6: rate"), "{stdout}");
     assert!(stdout.contains("2 problem(s)"), "{stdout}");
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay")).args(["check-config", "--config"]).arg(&demo).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
+        .args(["check-config", "--config"])
+        .arg(&demo)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // migrate creates the schema, and a second run has nothing to do.
+    let migrating = dir.path().join("m.toml");
+    std::fs::write(&migrating, format!("storage = \"sqlite://{}\"\n", dir.path().join("m/relay.db").display()))
+        .unwrap();
+    for expected in ["schema version 0 -> 1", "schema version 1 -> 1"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
+            .args(["migrate", "--config"])
+            .arg(&migrating)
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains(expected), "{}", String::from_utf8_lossy(&out.stdout));
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay")).arg("gen-secret").output().unwrap();
     let secret = String::from_utf8(out.stdout).unwrap();
     assert!(cuecast_relay::signing::Secret::parse(secret.trim()).is_ok(), "{secret}");

@@ -14,16 +14,28 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn(config: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("CUECAST_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+/// Kills the relay if the test fails half-way, so no orphan keeps the port, the file or the output pipe.
+struct Relay(Child);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(config: &std::path::Path, port: u16) -> Relay {
+    Relay(
+        Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("CUECAST_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn wait_ready(port: u16) {
@@ -69,22 +81,27 @@ async fn sigkill_mid_load_loses_no_acknowledged_event() {
 
     // Four clients post batches of 20 until the relay dies under them.
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let failed = Arc::new(Mutex::new(0usize));
     let mut clients = Vec::new();
     for _ in 0..4 {
-        let (acked, failed) = (acked.clone(), failed.clone());
+        let (acked, failed, killed) = (acked.clone(), failed.clone(), killed.clone());
         let url = format!("http://127.0.0.1:{port}/v1/batch");
         clients.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
             let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(10) {
+            while started.elapsed() < Duration::from_secs(120) {
                 let events: Vec<_> = (0..20).map(|i| nps(i % 11)).collect();
                 let ids: Vec<String> = events.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
                 let body = serde_json::to_vec(&batch(events)).unwrap();
                 match http.post(&url).body(body).send().await {
                     Ok(r) if r.status() == 202 => acked.lock().unwrap().extend(ids),
-                    Ok(r) => panic!("unexpected {}", r.status()),
-                    Err(_) => {
+                    Ok(r) => panic!("unexpected {}: {:?}", r.status(), r.text().await),
+                    Err(e) => {
+                        assert!(
+                            killed.load(std::sync::atomic::Ordering::SeqCst),
+                            "request failed before the kill: {e}"
+                        );
                         *failed.lock().unwrap() += 1;
                         return;
                     }
@@ -93,13 +110,14 @@ async fn sigkill_mid_load_loses_no_acknowledged_event() {
         }));
     }
     // Kill once a fair number of events is acknowledged and deliveries are under way.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while acked.lock().unwrap().len() < 5000 || seen.lock().unwrap().is_empty() {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 3000 || seen.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "load did not build up");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    killed.store(true, std::sync::atomic::Ordering::SeqCst);
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
     for c in clients {
         c.await.unwrap();
     }
@@ -133,7 +151,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_event() {
         duplicates
     );
     // Graceful stop on SIGTERM exits cleanly.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }

@@ -35,7 +35,8 @@ fn verify(secret: &str, msg_id: &str, timestamp: &str, payload: &[u8], header: &
 
 #[test]
 fn the_test_verifier_accepts_the_published_vector_and_rejects_tampering() {
-    let (id, ts, sig) = ("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    let (id, ts, sig) =
+        ("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     assert!(verify(SECRET, id, ts, br#"{"test": 2432232314}"#, sig));
     assert!(!verify(SECRET, id, ts, br#"{"test": 2432232315}"#, sig));
     assert!(!verify(SECRET, id, "1614265331", br#"{"test": 2432232314}"#, sig));
@@ -49,10 +50,15 @@ fn now_secs() -> i64 {
 async fn post_and_get_are_signed_per_standard_webhooks_and_carry_the_standard_headers() {
     let receiver = Receiver::ok().await;
     let relay = TestRelay::start(&format!(
-        "{FAST_LIMITS}{SOURCES}{}{}{}",
-        hook("post", &receiver.url("/post"), &format!("secret = \"{SECRET}\"\nheaders = {{ Authorization = \"Bearer t0k\" }}")),
+        "{FAST_LIMITS}{SOURCES}{}{}{}{}",
+        hook(
+            "post",
+            &receiver.url("/post"),
+            &format!("secret = \"{SECRET}\"\nheaders = {{ Authorization = \"Bearer t0k\" }}")
+        ),
         hook("get", &receiver.url("/get?sheet=1"), &format!("method = \"GET\"\nsecret = \"{SECRET}\"")),
         hook("rotating", &receiver.url("/rotating"), &format!("secret = [\"{SECRET}\", \"{OLD_SECRET}\"]")),
+        hook("typed", &receiver.url("/typed"), "headers = { Content-Type = \"application/cloudevents+json\" }"),
     ))
     .await;
     let (status, _, _) = relay.post(&batch(vec![nps(3)])).await;
@@ -62,8 +68,20 @@ async fn post_and_get_are_signed_per_standard_webhooks_and_carry_the_standard_he
     assert_eq!(post.method, "POST");
     assert!(post.header("webhook-id").starts_with("msg_"));
     assert!((post.header("webhook-timestamp").parse::<i64>().unwrap() - now_secs()).abs() < 60);
-    assert!(verify(SECRET, post.header("webhook-id"), post.header("webhook-timestamp"), &post.body, post.header("webhook-signature")));
-    assert!(!verify(OLD_SECRET, post.header("webhook-id"), post.header("webhook-timestamp"), &post.body, post.header("webhook-signature")));
+    assert!(verify(
+        SECRET,
+        post.header("webhook-id"),
+        post.header("webhook-timestamp"),
+        &post.body,
+        post.header("webhook-signature")
+    ));
+    assert!(!verify(
+        OLD_SECRET,
+        post.header("webhook-id"),
+        post.header("webhook-timestamp"),
+        &post.body,
+        post.header("webhook-signature")
+    ));
     assert_eq!(post.header("content-type"), "application/json");
     assert_eq!(post.header("user-agent"), format!("cuecast-relay/{}", env!("CARGO_PKG_VERSION")));
     assert_eq!(post.header("authorization"), "Bearer t0k");
@@ -78,27 +96,45 @@ async fn post_and_get_are_signed_per_standard_webhooks_and_carry_the_standard_he
     assert_eq!(get.method, "GET");
     assert!(get.body.is_empty());
     assert!(get.target.starts_with("/get?sheet=1&"), "{}", get.target);
-    let query: Vec<(String, String)> = url::form_urlencoded::parse(get.target.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(get.target.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
     assert!(query.contains(&("properties.score".into(), "3".into())), "{query:?}");
     assert!(query.contains(&("event".into(), "survey.submitted".into())), "{query:?}");
-    assert!(verify(SECRET, get.header("webhook-id"), get.header("webhook-timestamp"), get.target.as_bytes(), get.header("webhook-signature")));
+    assert!(verify(
+        SECRET,
+        get.header("webhook-id"),
+        get.header("webhook-timestamp"),
+        get.target.as_bytes(),
+        get.header("webhook-signature")
+    ));
+
+    // A configured header replaces a default one instead of doubling it.
+    let typed = receiver.wait_for("/typed", 1, Duration::from_secs(10)).await.remove(0);
+    let types: Vec<_> = typed.headers.get_all("content-type").iter().collect();
+    assert_eq!(types, ["application/cloudevents+json"]);
 
     // While rotating, one signature per secret; either verifies.
     let rotating = receiver.wait_for("/rotating", 1, Duration::from_secs(10)).await.remove(0);
     let header = rotating.header("webhook-signature");
     assert_eq!(header.split(' ').count(), 2, "{header}");
     for secret in [SECRET, OLD_SECRET] {
-        assert!(verify(secret, rotating.header("webhook-id"), rotating.header("webhook-timestamp"), &rotating.body, header));
+        assert!(verify(
+            secret,
+            rotating.header("webhook-id"),
+            rotating.header("webhook-timestamp"),
+            &rotating.body,
+            header
+        ));
     }
     relay.stop().await;
 }
 
 #[tokio::test]
 async fn outcomes_2xx_delivered_3xx_and_4xx_failed_410_disables() {
-    let receiver = Receiver::start(|r, _| match r.path() {
+    let receiver = Receiver::start(|r, n| match r.path() {
         "/redirect" => Reply { headers: vec![("location", "/target".into())], ..Reply::status(302) },
         "/bad" => Reply::status(400),
-        "/gone" => Reply::status(410),
+        "/gone" if n == 0 => Reply::status(410),
         "/big" => Reply { body: "x".repeat(10_000), ..Reply::ok() },
         _ => Reply::status(204),
     })
@@ -136,6 +172,27 @@ async fn outcomes_2xx_delivered_3xx_and_4xx_failed_410_disables() {
     assert_eq!(gone[1].2, "dead", "{gone:?}");
     assert!(gone[1].4.as_deref().unwrap().contains("disabled"));
     assert_eq!(receiver.on("/gone").len(), 1);
+
+    // `enable` and `replay` (CLI, another process) bring it back; the running relay notices.
+    let config_path = relay.dir.path().join("relay.toml");
+    std::fs::write(&config_path, format!("storage = \"sqlite://{}\"\n", relay.db.display())).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
+            .args(args)
+            .arg("--config")
+            .arg(&config_path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(cli(&["enable", "--webhook", "gone"]).starts_with("gone enabled"));
+    assert!(cli(&["replay", "--webhook", "gone"]).starts_with("1 dead letter(s) queued again"));
+    receiver.wait_for("/gone", 2, Duration::from_secs(10)).await;
+    eventually("the replayed delivery to succeed", Duration::from_secs(10), || {
+        relay.deliveries().iter().any(|d| d.1 == "gone" && d.2 == "delivered")
+    })
+    .await;
     relay.stop().await;
 }
 
@@ -177,9 +234,14 @@ async fn retryable_failures_are_retried_with_the_same_webhook_id_then_dead_lette
 
     let down = by_hook("down");
     assert_eq!((down.2.as_str(), down.3), ("dead", 3));
+    assert_eq!(down.4.as_deref(), Some("HTTP 500; dead-lettered after 3 attempts"));
     let slow = by_hook("slow");
     assert_eq!((slow.2.as_str(), slow.3), ("dead", 2));
-    assert!(relay.attempts(slow.0).iter().all(|a| a.2.as_deref().unwrap().contains("timed out")), "{:?}", relay.attempts(slow.0));
+    assert!(
+        relay.attempts(slow.0).iter().all(|a| a.2.as_deref().unwrap().contains("timed out")),
+        "{:?}",
+        relay.attempts(slow.0)
+    );
     let refused = by_hook("refused");
     assert_eq!((refused.2.as_str(), refused.3), ("dead", 2));
     assert!(relay.attempts(refused.0)[0].2.is_some());
@@ -188,7 +250,11 @@ async fn retryable_failures_are_retried_with_the_same_webhook_id_then_dead_lette
     let config_path = relay.dir.path().join("relay.toml");
     std::fs::write(
         &config_path,
-        format!("storage = \"sqlite://{}\"\n{SOURCES}{}", relay.db.display(), hook("down", &receiver.url("/down"), fast)),
+        format!(
+            "storage = \"sqlite://{}\"\n{SOURCES}{}",
+            relay.db.display(),
+            hook("down", &receiver.url("/down"), fast)
+        ),
     )
     .unwrap();
     let listed = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
@@ -208,6 +274,21 @@ async fn retryable_failures_are_retried_with_the_same_webhook_id_then_dead_lette
     receiver.wait_for("/down", 4, Duration::from_secs(10)).await;
     eventually("the replayed delivery to succeed", Duration::from_secs(10), || {
         relay.deliveries().iter().any(|d| d.1 == "down" && d.2 == "delivered")
+    })
+    .await;
+    // One dead letter by id: the refused one is tried again on a fresh schedule (and dies again).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
+        .args(["replay", "--id", &refused.0.to_string(), "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 dead letter(s) queued again"));
+    eventually("the replayed delivery to be tried twice more", Duration::from_secs(10), || {
+        relay.attempts(refused.0).len() == 4
+    })
+    .await;
+    eventually("it to be dead again", Duration::from_secs(10), || {
+        relay.deliveries().iter().any(|d| d.0 == refused.0 && d.2 == "dead" && d.3 == 2)
     })
     .await;
     relay.stop().await;
@@ -270,7 +351,9 @@ async fn template_and_condition_errors_fail_that_delivery_only() {
     // nps(9) fails the condition of "good": no delivery. Each bad hook: one failed delivery per event.
     let settled = relay.settle(7, Duration::from_secs(10)).await;
     assert_eq!(settled.iter().filter(|d| d.1 == "good").count(), 1);
-    for (id, message) in [("bad-body", "body template failed"), ("bad-when", "condition failed"), ("bad-url", "is not a URL")] {
+    for (id, message) in
+        [("bad-body", "body template failed"), ("bad-when", "condition failed"), ("bad-url", "is not a URL")]
+    {
         let mine: Vec<_> = settled.iter().filter(|d| d.1 == id).collect();
         assert_eq!(mine.len(), 2, "{id}: {settled:?}");
         for d in mine {
@@ -347,6 +430,8 @@ async fn a_hanging_webhook_does_not_delay_a_healthy_one() {
     let fast = receiver.wait_for("/fast", 50, Duration::from_secs(5)).await;
     let slowest = fast.iter().map(|r| r.at - started).max().unwrap();
     assert!(slowest < Duration::from_secs(2), "the healthy webhook waited {slowest:?}");
+    receiver.wait_for("/hang", 2, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(receiver.on("/hang").len(), 2, "the hanging webhook holds only its own 2 slots");
     relay.stop().await;
 }
@@ -365,4 +450,32 @@ async fn shutdown_lets_deliveries_in_flight_finish() {
     relay.stop().await;
     let stored = deliveries(&db);
     assert_eq!(stored[0].2, "delivered", "{stored:?}");
+}
+
+#[tokio::test]
+async fn the_per_webhook_rate_limit_spaces_attempts() {
+    let receiver = Receiver::ok().await;
+    let relay = TestRelay::start(&format!(
+        "{FAST_LIMITS}{SOURCES}{}{}",
+        hook("limited", &receiver.url("/limited"), "rate_limit = \"5/s\""),
+        hook("free", &receiver.url("/free"), ""),
+    ))
+    .await;
+    let started = Instant::now();
+    assert_eq!(relay.post(&batch((0..10).map(nps).collect())).await.0, 202);
+    let free = receiver.wait_for("/free", 10, Duration::from_secs(5)).await;
+    let limited = receiver.wait_for("/limited", 10, Duration::from_secs(5)).await;
+    // A burst of 5 passes at once, the other 5 follow at 5 per second.
+    let span = limited[9].at - limited[0].at;
+    assert!(span >= Duration::from_millis(900), "10 attempts at 5/s took only {span:?}");
+    assert!(span < Duration::from_secs(3), "{span:?}");
+    // The other webhook is not held back: it is done well before the limited one.
+    let free_done = free.iter().map(|r| r.at).max().unwrap();
+    assert!(
+        free_done + Duration::from_millis(500) < limited[9].at,
+        "{:?} vs {:?}",
+        free_done - started,
+        limited[9].at - started
+    );
+    relay.stop().await;
 }

@@ -40,7 +40,8 @@ async fn golden_batch_is_accepted_and_a_resend_is_all_duplicates() {
     ))
     .await;
     let body = std::fs::read(fixtures().join("batch.json")).unwrap();
-    let (status, _, ack) = post(&format!("{}/v1/batch", relay.url), body.clone(), &[("content-type", "application/json")]).await;
+    let (status, _, ack) =
+        post(&format!("{}/v1/batch", relay.url), body.clone(), &[("content-type", "application/json")]).await;
     assert_eq!((status, ack), (202, json!({"accepted": 7, "duplicates": 0})));
     // Acknowledged means committed: the rows are there the moment the 202 is.
     assert_eq!(relay.deliveries().len(), 7);
@@ -67,6 +68,12 @@ async fn unknown_write_key_is_401_and_origins_are_checked_per_key() {
 
     let (status, headers, _) = post(&url, body(), &[("origin", "https://app.example.com")]).await;
     assert_eq!(status, 202);
+    assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(headers["access-control-expose-headers"], "Retry-After");
+    // Errors other than 403 are readable by the page too (the SDK needs their status).
+    let unknown = serde_json::to_vec(&batch_with_key("pk_nope", vec![nps(3)])).unwrap();
+    let (status, headers, _) = post(&url, unknown, &[("origin", "https://app.example.com")]).await;
+    assert_eq!(status, 401);
     assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
 
     // "*" admits any origin for that key only.
@@ -183,7 +190,36 @@ async fn health_and_readiness() {
     let client = reqwest::Client::new();
     let health = client.get(format!("{}/healthz", relay.url)).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let ready: Value = serde_json::from_slice(&client.get(format!("{}/readyz", relay.url)).send().await.unwrap().bytes().await.unwrap()).unwrap();
+    let ready: Value = serde_json::from_slice(
+        &client.get(format!("{}/readyz", relay.url)).send().await.unwrap().bytes().await.unwrap(),
+    )
+    .unwrap();
     assert_eq!(ready["status"], "ready");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn admin_api_needs_the_token_and_lists_webhooks_deliveries_and_attempts() {
+    let receiver = Receiver::start(|_, _| Reply::status(400)).await;
+    let relay = TestRelay::start(&format!(
+        "[admin]\ntoken = \"s3cret\"\n{LIMITS}{SOURCES}{}",
+        hook("bad", &receiver.url("/bad"), "")
+    ))
+    .await;
+    relay.post(&batch(vec![nps(3)])).await;
+    relay.settle(1, Duration::from_secs(10)).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: &str| client.get(format!("{}{path}", relay.url)).bearer_auth(token).send();
+    assert_eq!(get("/admin/webhooks", "wrong").await.unwrap().status(), 401);
+    assert_eq!(client.get(format!("{}/admin/webhooks", relay.url)).send().await.unwrap().status(), 401);
+    let body =
+        |r: reqwest::Response| async move { serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap() };
+    let hooks = body(get("/admin/webhooks", "s3cret").await.unwrap()).await;
+    assert_eq!(hooks["webhooks"][0]["id"], "bad");
+    assert_eq!(hooks["deliveries"]["failed"], 1);
+    let failed = body(get("/admin/deliveries?status=failed&webhook=bad", "s3cret").await.unwrap()).await;
+    let id = failed["deliveries"][0]["id"].as_i64().unwrap();
+    let attempts = body(get(&format!("/admin/deliveries/{id}/attempts"), "s3cret").await.unwrap()).await;
+    assert_eq!(attempts["attempts"][0]["status"], 400);
     relay.stop().await;
 }

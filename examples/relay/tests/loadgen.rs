@@ -11,6 +11,7 @@ fn loadgen_quick_run_prints_complete_json() {
     assert_eq!(v["ingest"]["stored_events"], v["ingest"]["events"], "every acknowledged event is stored");
     assert_eq!(v["delivery"]["delivered"], v["delivery"]["backlog"]);
     assert_eq!(v["latency"]["delivered"], v["latency"]["expected"]);
+    assert_eq!(v["pipeline"]["delivered"], v["pipeline"]["events_acked"]);
     for key in ["ingest_events_per_s", "deliveries_per_s", "event_to_webhook_p99_ms"] {
         assert!(v["targets"][key]["measured"].is_number(), "{key}: {v}");
     }

@@ -27,10 +27,16 @@ async fn the_default_schedule_spaces_attempts_with_jitter_then_dead_letters() {
     for (gap, secs) in gaps.iter().zip(schedule) {
         let base = Duration::from_secs(secs);
         // ±20 % jitter, plus a little for the attempt itself.
-        assert!(*gap >= base.mul_f64(0.8) && *gap <= base.mul_f64(1.2) + Duration::from_secs(1), "gap {gap:?} for {base:?}: {gaps:?}");
+        assert!(
+            *gap >= base.mul_f64(0.8) && *gap <= base.mul_f64(1.2) + Duration::from_secs(1),
+            "gap {gap:?} for {base:?}: {gaps:?}"
+        );
     }
     // Jitter really varies the delays (all seven at exactly the base would be a bug).
-    assert!(gaps.iter().zip(schedule).any(|(g, s)| g.as_secs_f64() / s as f64 > 1.01 || g.as_secs_f64() / (s as f64) < 0.99));
+    assert!(gaps
+        .iter()
+        .zip(schedule)
+        .any(|(g, s)| g.as_secs_f64() / s as f64 > 1.01 || g.as_secs_f64() / (s as f64) < 0.99));
     // The eighth failure dead-letters it; results are written by the writer thread.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

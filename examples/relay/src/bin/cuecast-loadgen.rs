@@ -7,7 +7,9 @@
 //! 2. `delivery`: deliveries/s to a local receiver, measured by letting a
 //!    backlog pile up (the webhook rate-limited to 1/h), restarting the relay
 //!    without the limit and timing the drain.
-//! 3. `latency`: event-to-webhook latency at a steady 1,000 events/s
+//! 3. `pipeline`: ingest and delivery at once (every event to one webhook
+//!    while 32 clients keep posting), for half the ingest time.
+//! 4. `latency`: event-to-webhook latency at a steady 1,000 events/s
 //!    (50 batches of 20 per second), from the POST to the receiver.
 //!
 //! `--quick` runs tiny versions of all three (a smoke test).
@@ -53,7 +55,15 @@ const BATCH: usize = 20;
 fn main() {
     let mut args = Args::parse();
     if args.quick {
-        args = Args { ingest_secs: 1, clients: 4, deliveries: 500, rate: 200, latency_secs: 1, quick: true, dir: args.dir };
+        args = Args {
+            ingest_secs: 1,
+            clients: 4,
+            deliveries: 500,
+            rate: 200,
+            latency_secs: 1,
+            quick: true,
+            dir: args.dir,
+        };
     }
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("cuecast-loadgen-{}", std::process::id()));
@@ -264,7 +274,10 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
     // 2. Delivery throughput: build a backlog, then drain it.
     let drain_sink = sink(epoch, false).await;
     let hook = |limit: &str| {
-        format!("[[webhook]]\nid = \"bench\"\nevents = [\"*\"]\nurl = \"http://{}/hook\"\nconcurrency = 128\n{limit}\n", drain_sink.addr)
+        format!(
+            "[[webhook]]\nid = \"bench\"\nevents = [\"*\"]\nurl = \"http://{}/hook\"\nconcurrency = 128\n{limit}\n",
+            drain_sink.addr
+        )
     };
     let relay = RelayProc::start(config(dir, "deliver.db", &hook("rate_limit = \"1/h\"")));
     relay.wait_ready().await;
@@ -310,7 +323,58 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         "deliveries_per_s": (drained as f64 / span).round(),
     });
 
-    // 3. Event-to-webhook latency at a steady rate.
+    // 3. Ingest and delivery at once: every event goes to one webhook while
+    //    the clients keep posting (the relay's two halves share the cores).
+    let both_sink = sink(epoch, false).await;
+    let relay = RelayProc::start(config(
+        dir,
+        "pipeline.db",
+        &format!(
+            "[[webhook]]\nid = \"bench\"\nevents = [\"*\"]\nurl = \"http://{}/hook\"\nconcurrency = 128\n",
+            both_sink.addr
+        ),
+    ));
+    relay.wait_ready().await;
+    let url = format!("{}/v1/batch", relay.url);
+    let secs = (args.ingest_secs / 2).max(1);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (http, url, seq) = (http.clone(), url.clone(), seq.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = 0usize;
+            while Instant::now() < deadline {
+                if matches!(http.post(&url).body(batch_body(epoch, &seq)).send().await, Ok(r) if r.status() == 202) {
+                    acked += BATCH;
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = 0;
+    for t in tasks {
+        acked += t.await.unwrap();
+    }
+    let ingest_s = started.elapsed().as_secs_f64();
+    let delivered_meanwhile = both_sink.count.load(Ordering::Relaxed);
+    let wait_until = Instant::now() + Duration::from_secs(300);
+    while both_sink.count.load(Ordering::Relaxed) < acked as u64 && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all_s = started.elapsed().as_secs_f64();
+    relay.stop();
+    let pipeline = json!({
+        "seconds": secs,
+        "events_acked": acked,
+        "events_per_s": (acked as f64 / ingest_s).round(),
+        "delivered_while_ingesting": delivered_meanwhile,
+        "delivered": both_sink.count.load(Ordering::Relaxed),
+        "all_delivered_after_s": (all_s * 100.0).round() / 100.0,
+        "deliveries_per_s_overall": (both_sink.count.load(Ordering::Relaxed) as f64 / all_s).round(),
+    });
+
+    // 4. Event-to-webhook latency at a steady rate.
     let lat_sink = sink(epoch, true).await;
     let relay = RelayProc::start(config(
         dir,
@@ -363,6 +427,7 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "ingest": ingest,
         "delivery": delivery,
+        "pipeline": pipeline,
         "latency": latency,
         "targets": {
             "ingest_events_per_s": {"target": 50000, "measured": ingest_rate, "met": ingest_rate >= 50000.0},
@@ -371,4 +436,3 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         },
     })
 }
-

@@ -246,8 +246,13 @@ impl TestRelay {
 
     pub fn attempts(&self, delivery: i64) -> Vec<AttemptRow> {
         let conn = rusqlite::Connection::open(&self.db).unwrap();
-        let mut stmt = conn.prepare("SELECT status, response, error, at FROM attempts WHERE delivery_id = ?1 ORDER BY id").unwrap();
-        stmt.query_map([delivery], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(|r| r.unwrap()).collect()
+        let mut stmt = conn
+            .prepare("SELECT status, response, error, at FROM attempts WHERE delivery_id = ?1 ORDER BY id")
+            .unwrap();
+        stmt.query_map([delivery], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     }
 
     /// Waits until every delivery has left `pending` (their results are written asynchronously).
@@ -267,8 +272,12 @@ impl TestRelay {
 pub fn deliveries(db: &Path) -> Vec<DeliveryRow> {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    let mut stmt = conn.prepare("SELECT id, webhook_id, status, attempts, last_error FROM deliveries ORDER BY id").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap().map(|r| r.unwrap()).collect()
+    let mut stmt =
+        conn.prepare("SELECT id, webhook_id, status, attempts, last_error FROM deliveries ORDER BY id").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
 }
 
 pub async fn post(url: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, HeaderMap, Value) {
