@@ -8,6 +8,7 @@
 //! due time is stored too, so a restart resumes them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -205,6 +206,10 @@ struct Inner {
     /// Deliveries this process has in a queue, in flight or waiting for a
     /// retry; its size is the backlog that ingest compares with the high-water mark.
     owned: Mutex<HashSet<i64>>,
+    /// Of those, how many wait for a retry time: not work to do now, so not
+    /// backlog (a webhook failing for hours must not make ingest refuse events
+    /// for every other webhook).
+    parked: AtomicUsize,
     cancel: CancellationToken,
     in_flight: TaskTracker,
 }
@@ -228,6 +233,7 @@ impl Dispatcher {
             queues,
             disabled: Mutex::new(disabled),
             owned: Mutex::new(HashSet::new()),
+            parked: AtomicUsize::new(0),
             cancel: CancellationToken::new(),
             in_flight: TaskTracker::new(),
         });
@@ -271,9 +277,11 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Pending deliveries this process holds.
+    /// Deliveries this process holds that are due: queued or in flight,
+    /// not those parked until a retry time.
     pub fn backlog(&self) -> usize {
-        self.inner.owned.lock().unwrap().len()
+        let owned = self.inner.owned.lock().unwrap().len();
+        owned.saturating_sub(self.inner.parked.load(Ordering::Relaxed))
     }
 
     pub fn is_disabled(&self, webhook_id: &str) -> bool {
@@ -304,7 +312,9 @@ impl Dispatcher {
     /// Re-queues `d` after `wait`, unless shutting down (it stays stored).
     fn later(&self, wait: Duration, d: PendingDelivery) {
         let inner = self.inner.clone();
+        inner.parked.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            let _unpark = Unpark(&inner.parked);
             tokio::select! {
                 _ = inner.cancel.cancelled() => {}
                 _ = tokio::time::sleep(wait) => {
@@ -325,6 +335,15 @@ impl Dispatcher {
             tracing::warn!(?grace, "shutdown: attempts still in flight were abandoned; they stay pending");
         }
         let _ = self.inner.storage.flush().await;
+    }
+}
+
+/// Decrements the parked count when a retry timer ends, however it ends.
+struct Unpark<'a>(&'a AtomicUsize);
+
+impl Drop for Unpark<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -26,6 +26,10 @@ pub enum Error {
     BodyTooLarge { limit: usize },
     #[error("body could not be read: {0}")]
     BadBody(String),
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
+    #[error("Content-Encoding {0:?} is not supported (send gzip or no encoding)")]
+    UnsupportedEncoding(String),
     #[error("too many requests {per}; retry in {}s", retry_after.as_secs().max(1))]
     RateLimited { per: &'static str, retry_after: Duration },
     #[error("the relay is catching up with its backlog; retry in {}s", retry_after.as_secs().max(1))]
@@ -90,6 +94,8 @@ impl Error {
             Error::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             Error::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Error::BadBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            Error::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Error::UnsupportedEncoding(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding"),
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),

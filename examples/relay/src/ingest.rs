@@ -100,6 +100,9 @@ pub async fn batch(State(relay): State<Arc<Relay>>, req: Request) -> Response {
     response
 }
 
+/// Longest time a request body may take to arrive.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack> {
     let limits = &relay.config.limits;
     let ip = req
@@ -116,7 +119,18 @@ async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack
     }
     // The decompression layer runs first, so this limit applies to the
     // decompressed bytes: a small gzip bomb is cut off at the limit too.
-    let body = http_body_util::Limited::new(req.into_body(), limits.max_body_bytes).collect().await.map_err(|e| {
+    // Only gzip is decoded (by the layer); anything else is refused here with
+    // the usual JSON error body rather than a bare 415 from the layer.
+    if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING) {
+        let encoding = encoding.to_str().unwrap_or("?").trim().to_ascii_lowercase();
+        if encoding != "identity" && encoding != "gzip" {
+            return Err(Error::UnsupportedEncoding(encoding));
+        }
+    }
+    // A client trickling its body must not hold a connection (or shutdown) forever.
+    let reading = http_body_util::Limited::new(req.into_body(), limits.max_body_bytes).collect();
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, reading).await.map_err(|_| Error::BodyTimeout)?;
+    let body = collected.map_err(|e| {
         if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
             Error::BodyTooLarge { limit: limits.max_body_bytes }
         } else {
@@ -164,11 +178,18 @@ async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack
             deliveries,
         });
     }
-    let stored = relay.storage.ingest(events).await?;
-    let duplicates = stored.iter().filter(|s| s.duplicate).count() as u64;
-    let accepted = stored.len() as u64 - duplicates;
-    relay.dispatcher.enqueue(stored.into_iter().flat_map(|s| s.pending).collect());
-    Ok(Ack { accepted, duplicates })
+    // Commit and hand-over run in a task of their own: a client that goes
+    // away mid-request cancels this handler, and a commit without its
+    // hand-over would leave deliveries that nothing sends until a restart.
+    let (storage, dispatcher) = (relay.storage.clone(), relay.dispatcher.clone());
+    let committed = tokio::spawn(async move {
+        let stored = storage.ingest(events).await?;
+        let duplicates = stored.iter().filter(|s| s.duplicate).count() as u64;
+        let accepted = stored.len() as u64 - duplicates;
+        dispatcher.enqueue(stored.into_iter().flat_map(|s| s.pending).collect());
+        Ok::<_, Error>(Ack { accepted, duplicates })
+    });
+    committed.await.map_err(|e| Error::Storage(format!("ingest task failed: {e}")))?
 }
 
 /// `GET /healthz`: the process is up.

@@ -1,7 +1,7 @@
 //! Wiring: [`run`] starts storage, delivery and the HTTP server and stops
 //! them in order; `main.rs` and the tests call it alike.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +41,7 @@ pub fn app(relay: Arc<Relay>) -> Router {
     Router::new()
         .route(
             "/v1/batch",
-            post(ingest::batch).options(ingest::preflight).layer(RequestDecompressionLayer::new().gzip(true)),
+            post(ingest::batch).options(ingest::preflight).layer(RequestDecompressionLayer::new().gzip(true).pass_through_unaccepted(true)),
         )
         .route("/healthz", get(ingest::healthz))
         .route("/readyz", get(ingest::readyz))
@@ -79,7 +79,20 @@ pub async fn run(
         })
     };
     let service = app(relay.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(shutdown).await?;
+    // Graceful, but bounded: connections still open `shutdown_grace` after
+    // the signal (a slow or stuck client) are dropped.
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = signalled.send(());
+    });
+    let grace = relay.config.limits.shutdown_grace;
+    tokio::select! {
+        served = server.into_future() => served?,
+        _ = async { if on_signal.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending().await } } => {
+            tracing::warn!(?grace, "shutdown: closed connections still open after the grace period");
+        }
+    }
     pruner.abort();
     tracing::info!("stopped accepting; finishing deliveries in flight");
     relay.dispatcher.shutdown(relay.config.limits.shutdown_grace).await;

@@ -223,3 +223,53 @@ async fn admin_api_needs_the_token_and_lists_webhooks_deliveries_and_attempts() 
     assert_eq!(attempts["attempts"][0]["status"], 400);
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_webhook_waiting_to_retry_does_not_count_as_backlog() {
+    // A failing webhook parks its deliveries until their retry time. Those are
+    // not work to do now: ingest keeps accepting events for every other webhook.
+    let failing = Receiver::start(|_, _| Reply::status(500)).await;
+    let relay = TestRelay::start(&format!(
+        "[limits]\nshutdown_grace = \"100ms\"\nbacklog_high_water = 2\n{SOURCES}[[webhook]]\nid = \"failing\"\nevents = [\"*\"]\nurl = \"{}\"\nretry = [\"0s\", \"1h\"]\n",
+        failing.url("/fail")
+    ))
+    .await;
+    let (status, _, _) = relay.post(&batch(vec![nps(1), nps(2), nps(3)])).await;
+    assert_eq!(status, 202);
+    eventually("three first attempts failed", Duration::from_secs(10), || {
+        relay.deliveries().iter().filter(|d| d.3 == 1).count() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _, answer) = relay.post(&batch(vec![nps(4)])).await;
+    assert_eq!(status, 202, "{answer}");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn an_unsupported_content_encoding_is_415_with_the_error_body() {
+    let relay = TestRelay::start(&format!("{LIMITS}{SOURCES}")).await;
+    let body = serde_json::to_vec(&batch(vec![nps(5)])).unwrap();
+    let (status, _, answer) =
+        post(&format!("{}/v1/batch", relay.url), body, &[("content-encoding", "br"), ("content-type", "text/plain")]).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (415, Some("unsupported_encoding")), "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("\"br\""));
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_forever_for_a_client_trickling_its_body() {
+    use tokio::io::AsyncWriteExt;
+    let relay = TestRelay::start(&format!("[limits]\nshutdown_grace = \"300ms\"\n{SOURCES}")).await;
+    let addr = relay.url.trim_start_matches("http://").to_string();
+    let mut stuck = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stuck
+        .write_all(b"POST /v1/batch HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 1000\r\n\r\n{\"v\":")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), relay.stop()).await.expect("shutdown finished");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    drop(stuck);
+}
