@@ -21,6 +21,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   build          build the npm package into pkg/ (cargo, wasm-bindgen, wasm-opt)
   test           the whole suite: host tests, then the packed npm package in headless Chromium
+                 (alone, and through the relay to webhook receivers)
   demo           run the demo: relay or receiver, plus the demo page on http://127.0.0.1:8080
   bench [--quick] measure size and speed; writes target/bench/bench.json
   setup          install what is missing (also done by every command above)";
@@ -53,6 +54,9 @@ fn test() -> Result {
     let tools = setup::all()?;
     step("host tests (cargo test --workspace)");
     run(Command::new(cargo()).args(["test", "--workspace"]).current_dir(root()))?;
+    // The whole-chain browser test runs the relay binary (usually already
+    // built by the host tests; this makes sure).
+    run(Command::new(cargo()).args(["build", "-q", "-p", "cuecast-relay", "--bin", "cuecast-relay"]).current_dir(root()))?;
     let tarball = pkg::build(&tools)?;
     pkg::install_for_tests(&tarball)?;
     step("browser tests (node --test, headless Chromium)");

@@ -1,0 +1,142 @@
+// The whole chain on loopback: the packed SDK in Chromium → the real relay
+// binary (embedded SQLite) → webhook receivers, with signatures verified by
+// an implementation written here (Standard Webhooks: HMAC-SHA256 over
+// `id.timestamp.body`, base64, `v1,` prefix).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import net from "node:net";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { startReceiver, startSite, launchChromium, openPage } from "./harness.mjs";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const relayBin = path.join(root, "target/debug/cuecast-relay");
+const SECRET = "whsec_" + Buffer.from("cuecast-browser-test-secret-32b!").toString("base64");
+
+let browser, site, hooks, relay, relayUrl, dir;
+
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address();
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(relayBin), `${relayBin} is built by cargo test --workspace`);
+  [browser, site, hooks] = await Promise.all([launchChromium(), startSite(), startReceiver()]);
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "cuecast-chain-"));
+  const port = await freePort();
+  relayUrl = `http://127.0.0.1:${port}`;
+  const config = `
+listen = "127.0.0.1:${port}"
+storage = "sqlite://${dir}/cuecast.db"
+[egress]
+allow_cidrs = ["127.0.0.0/8"]
+[[source]]
+write_key = "pk_live_chain"
+origins = ["${site.url}"]
+[[webhook]]
+id = "slack-nps-detractors"
+events = ["survey.submitted"]
+when = "properties.kind == 'nps' and properties.score <= 6"
+url = "${hooks.url}/slack"
+body = '''{"text": "NPS {{ properties.score }} from {{ userId or anonymousId }}: {{ properties.comment }}"}'''
+secret = "${SECRET}"
+[[webhook]]
+id = "sheet-onboarding"
+events = ["onboarding.*"]
+method = "GET"
+url = "${hooks.url}/sheet?user={{ userId }}&task={{ properties.taskId }}"
+secret = "${SECRET}"
+`;
+  fs.writeFileSync(path.join(dir, "relay.toml"), config);
+  relay = spawn(relayBin, ["serve", "--config", path.join(dir, "relay.toml")], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  relay.stderr.on("data", (c) => (stderr += c));
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try {
+      if ((await fetch(`${relayUrl}/readyz`)).ok) break;
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`relay did not become ready:\n${stderr}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+});
+
+after(async () => {
+  relay?.kill("SIGTERM");
+  await browser?.close();
+  await Promise.all([site?.close(), hooks?.close()]);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function verify(req, signedContent) {
+  const key = Buffer.from(SECRET.slice("whsec_".length), "base64");
+  const id = req.headers["webhook-id"];
+  const ts = req.headers["webhook-timestamp"];
+  const expected = crypto.createHmac("sha256", key).update(`${id}.${ts}.${signedContent}`).digest("base64");
+  const given = req.headers["webhook-signature"].split(" ").map((s) => s.replace(/^v1,/, ""));
+  return given.includes(expected) && Math.abs(Date.now() / 1000 - Number(ts)) < 300;
+}
+
+test("events tracked in the page reach the webhooks through the relay, rendered and signed", async () => {
+  const { page, context } = await openPage(browser, site, { endpoint: `${relayUrl}/v1/batch` }, { writeKey: "pk_live_chain" });
+  await page.evaluate(() => {
+    cc.identify("user-42");
+    cc.surveySubmitted({ surveyId: "nps-q3", kind: "nps", score: 3, comment: "too slow" });
+    cc.surveySubmitted({ surveyId: "nps-q3", kind: "nps", score: 9 }); // a promoter: no Slack message
+    cc.onboardingTaskCompleted({ taskId: "connect-crm", checklistId: "getting-started" });
+  });
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 4, failed: 0, pending: 0, dropped: 0 });
+  await hooks.until(() => hooks.requests.length >= 2, 10_000);
+  await new Promise((r) => setTimeout(r, 300)); // nothing else may arrive
+  assert.equal(hooks.requests.length, 2, JSON.stringify(hooks.requests.map((r) => r.url)));
+  const slack = hooks.requests.find((r) => r.url === "/slack");
+  assert.equal(slack.method, "POST");
+  assert.deepEqual(slack.body, { text: "NPS 3 from user-42: too slow" });
+  assert.ok(verify(slack, slack.raw), "Slack request signature verifies");
+  const sheet = hooks.requests.find((r) => r.url.startsWith("/sheet"));
+  assert.equal(sheet.method, "GET");
+  assert.equal(sheet.url, "/sheet?user=user-42&task=connect-crm");
+  assert.ok(verify(sheet, sheet.url), "GET signs the request target");
+  await context.close();
+});
+
+test("a write key the relay does not know is refused (401) and reported as failed", async () => {
+  const { page, context } = await openPage(browser, site, { endpoint: `${relayUrl}/v1/batch` }, { writeKey: "pk_unknown" });
+  await page.evaluate(() => cc.track("x"));
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 0, failed: 1, pending: 0, dropped: 0 });
+  await context.close();
+});
+
+test("a resent batch is recognised by the relay: each event reaches the webhook once", async () => {
+  hooks.reset();
+  const { page, context } = await openPage(browser, site, { endpoint: `${relayUrl}/v1/batch` }, { writeKey: "pk_live_chain" });
+  // Send the same batch body twice, as a retry after a lost answer would.
+  const statuses = await page.evaluate(async (endpoint) => {
+    const id = crypto.randomUUID();
+    const body = JSON.stringify({
+      v: 1, writeKey: "pk_live_chain", batchId: crypto.randomUUID(), sentAt: new Date().toISOString(), attempt: 1,
+      sdk: { name: "cuecast", version: "0.1.0" },
+      events: [{ id, event: "onboarding.task_completed", timestamp: new Date().toISOString(), anonymousId: "a-1", userId: "u-1",
+        properties: { taskId: "import" }, context: {}, traits: {} }],
+    });
+    const out = [];
+    for (let i = 0; i < 2; i++) {
+      const r = await fetch(endpoint, { method: "POST", body, headers: { "content-type": "text/plain" } });
+      out.push([r.status, await r.json()]);
+    }
+    return out;
+  }, `${relayUrl}/v1/batch`);
+  assert.deepEqual(statuses, [[202, { accepted: 1, duplicates: 0 }], [202, { accepted: 0, duplicates: 1 }]]);
+  await hooks.until(() => hooks.requests.length >= 1, 10_000);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(hooks.requests.length, 1);
+  await context.close();
+});
