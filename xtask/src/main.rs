@@ -56,7 +56,9 @@ fn test() -> Result {
     run(Command::new(cargo()).args(["test", "--workspace"]).current_dir(root()))?;
     // The whole-chain browser test runs the relay binary (usually already
     // built by the host tests; this makes sure).
-    run(Command::new(cargo()).args(["build", "-q", "-p", "cuecast-relay", "--bin", "cuecast-relay"]).current_dir(root()))?;
+    run(Command::new(cargo())
+        .args(["build", "-q", "-p", "cuecast-relay", "--bin", "cuecast-relay"])
+        .current_dir(root()))?;
     let tarball = pkg::build(&tools)?;
     pkg::install_for_tests(&tarball)?;
     step("browser tests (node --test, headless Chromium)");
@@ -100,7 +102,9 @@ fn bench(quick: bool) -> Result {
     run(&mut cmd)?;
     step("relay benchmarks (cuecast-loadgen: ingest, deliveries, event-to-webhook latency)");
     let mut loadgen = Command::new(cargo());
-    loadgen.args(["run", "--quiet", "--release", "-p", "cuecast-relay", "--bin", "cuecast-loadgen"]).current_dir(root());
+    loadgen
+        .args(["run", "--quiet", "--release", "-p", "cuecast-relay", "--bin", "cuecast-loadgen"])
+        .current_dir(root());
     if quick {
         loadgen.args(["--", "--quick"]);
     }

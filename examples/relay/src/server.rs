@@ -41,7 +41,9 @@ pub fn app(relay: Arc<Relay>) -> Router {
     Router::new()
         .route(
             "/v1/batch",
-            post(ingest::batch).options(ingest::preflight).layer(RequestDecompressionLayer::new().gzip(true).pass_through_unaccepted(true)),
+            post(ingest::batch)
+                .options(ingest::preflight)
+                .layer(RequestDecompressionLayer::new().gzip(true).pass_through_unaccepted(true)),
         )
         .route("/healthz", get(ingest::healthz))
         .route("/readyz", get(ingest::readyz))

@@ -251,7 +251,8 @@ async fn an_unsupported_content_encoding_is_415_with_the_error_body() {
     let relay = TestRelay::start(&format!("{LIMITS}{SOURCES}")).await;
     let body = serde_json::to_vec(&batch(vec![nps(5)])).unwrap();
     let (status, _, answer) =
-        post(&format!("{}/v1/batch", relay.url), body, &[("content-encoding", "br"), ("content-type", "text/plain")]).await;
+        post(&format!("{}/v1/batch", relay.url), body, &[("content-encoding", "br"), ("content-type", "text/plain")])
+            .await;
     assert_eq!((status, answer["error"]["code"].as_str()), (415, Some("unsupported_encoding")), "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap().contains("\"br\""));
     relay.stop().await;
@@ -264,7 +265,9 @@ async fn shutdown_does_not_wait_forever_for_a_client_trickling_its_body() {
     let addr = relay.url.trim_start_matches("http://").to_string();
     let mut stuck = tokio::net::TcpStream::connect(&addr).await.unwrap();
     stuck
-        .write_all(b"POST /v1/batch HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 1000\r\n\r\n{\"v\":")
+        .write_all(
+            b"POST /v1/batch HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 1000\r\n\r\n{\"v\":",
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
