@@ -73,7 +73,7 @@ fn chromium() -> Result<PathBuf> {
         run(&mut cmd)
     };
     apt(&["update"])?;
-    apt(&["install", "-y", "--no-install-recommends", "chromium"])?;
+    apt(&["install", "-y", "chromium"])?;
     Ok(path)
 }
 
