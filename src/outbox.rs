@@ -327,6 +327,20 @@ impl Outbox {
         }
     }
 
+    /// The request never left the device (the browser is offline): not an
+    /// attempt. The batch is ready again with the same attempt number and no
+    /// backoff; the caller waits for the network before sending it.
+    pub fn on_offline(&mut self, batch_id: &str) -> bool {
+        match self.batches.front_mut() {
+            Some(front) if front.batch_id == batch_id && front.state == State::InFlight => {
+                front.attempt -= 1;
+                front.state = State::Ready;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn fail(&mut self, why: String) -> Answer {
         let formed = self.batches.pop_front().expect("front exists");
         let events = formed.events.len();
@@ -662,6 +676,18 @@ mod tests {
         fill(&mut o, 1, 0, 10);
         let out = o.next_send(10, Some(10), &mut ids).unwrap();
         assert!(matches!(o.on_answer(&out.batch_id, Some(503), None, 10, 0.5, &mut ids), Answer::RetryAt { .. }));
+    }
+
+    #[test]
+    fn a_send_while_offline_spends_no_attempt() {
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 2, 0, 0);
+        let mut ids = ids();
+        let out = o.next_send(0, Some(0), &mut ids).unwrap();
+        assert!(o.on_offline(&out.batch_id));
+        assert!(!o.on_offline(&out.batch_id), "only a batch in flight");
+        let again = o.next_send(10, None, &mut ids).unwrap();
+        assert_eq!((again.batch_id, again.attempt), (out.batch_id, 1), "same batch, still attempt 1");
     }
 
     #[test]

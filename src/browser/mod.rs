@@ -60,6 +60,8 @@ struct Inner {
     capture: Option<Listeners>,
     /// Adopts opt-out, login and logout from other tabs of this origin.
     _storage: Option<Listener>,
+    /// Resumes sending when the browser is back online.
+    _online: Option<Listener>,
 }
 
 thread_local! {
@@ -133,11 +135,15 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         waiters: Vec::new(),
         capture: None,
         _storage: None,
+        _online: None,
     }));
     inner.borrow_mut().persist_identity();
     let weak = Rc::downgrade(&inner);
     let storage = Listener::new(&window, "storage", false, move |e| on_storage(&weak, &e));
     inner.borrow_mut()._storage = Some(storage);
+    let weak = Rc::downgrade(&inner);
+    let online = Listener::new(&window, "online", false, move |_| on_online(&weak));
+    inner.borrow_mut()._online = Some(online);
     if let (true, Some(document)) = (auto_capture, window.document()) {
         let weak = Rc::downgrade(&inner);
         let listeners = Listeners::install(&document, move |c| on_captured(&weak, c));
@@ -319,6 +325,11 @@ fn on_captured(weak: &Weak<RefCell<Inner>>, captured: Captured) {
 /// which also waits for a request another loop has in flight.
 async fn send_loop(rc: Rc<RefCell<Inner>>, flush_since: Option<i64>) {
     loop {
+        // Offline, every send would fail at once and burn a retry: wait for
+        // the `online` event instead (it restarts this loop).
+        if !rc.borrow().online() {
+            break;
+        }
         let next = {
             let mut inner = rc.borrow_mut();
             let Inner { tracker, env, .. } = &mut *inner;
@@ -349,8 +360,16 @@ async fn send_loop(rc: Rc<RefCell<Inner>>, flush_since: Option<i64>) {
 
 fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {
     let mut inner = rc.borrow_mut();
-    let Inner { tracker, env, .. } = &mut *inner;
+    let Inner { tracker, env, window, .. } = &mut *inner;
     let now = env.now_ms();
+    if reply.status.is_none() && !window_online(window) && tracker.outbox.on_offline(&out.batch_id) {
+        log(tracker.config.debug, || format!("offline: batch {} waits for the network (no retry spent)", out.batch_id));
+        inner.answers += 1;
+        for waker in inner.waiters.drain(..) {
+            waker.wake();
+        }
+        return;
+    }
     let retry_after = reply.retry_after.as_deref().and_then(|v| parse_retry_after(v, now));
     let unit = env.unit();
     let mut fresh = vec![env.uuid_v7(), env.uuid_v7()];
@@ -381,7 +400,7 @@ fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {
 
 /// Makes sure a wake-up is set for the outbox's next due time.
 fn reschedule(rc: &Rc<RefCell<Inner>>) {
-    let wake = rc.borrow().tracker.outbox.next_wakeup();
+    let wake = if rc.borrow().online() { rc.borrow().tracker.outbox.next_wakeup() } else { None };
     match wake {
         Some(at) => schedule(rc, at),
         None => rc.borrow_mut().timer = None,
@@ -427,7 +446,28 @@ impl Future for NextAnswer {
     }
 }
 
+fn window_online(window: &Window) -> bool {
+    window.navigator().on_line()
+}
+
+/// Back online: send what waited.
+fn on_online(weak: &Weak<RefCell<Inner>>) {
+    let Some(rc) = weak.upgrade() else { return };
+    let Ok(mut inner) = rc.try_borrow_mut() else { return };
+    log(inner.tracker.config.debug, || "online again: sending what waited".into());
+    if inner.sending {
+        return;
+    }
+    inner.sending = true;
+    drop(inner);
+    spawn_local(send_loop(rc, None));
+}
+
 impl Inner {
+    fn online(&self) -> bool {
+        window_online(&self.window)
+    }
+
     fn persist_identity(&mut self) {
         if let Some(identity) = self.tracker.take_dirty_identity() {
             if !self.store.save(IDENTITY_KEY, identity) {

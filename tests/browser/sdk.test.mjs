@@ -210,6 +210,22 @@ test("a relay that is down (connection refused) gets the batch once it is back",
   }
 });
 
+test("offline: nothing is sent and no retry is spent; back online, everything goes out by itself", async () => {
+  const { page, context, logs } = await open({ debug: true });
+  await context.setOffline(true);
+  await page.waitForFunction(() => !navigator.onLine);
+  await page.evaluate(() => { cc.track("offline-1"); cc.track("offline-2"); });
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 0, failed: 0, pending: 2, dropped: 0 });
+  await new Promise((r) => setTimeout(r, 3000)); // long past the 0.5 s, 1 s and 2 s retry delays
+  await page.evaluate(() => cc.track("offline-3"));
+  assert.equal(receiver.posts().length, 0);
+  assert.ok(!logs.some((l) => /retry \d+ in/.test(l)), "no retry was scheduled while offline");
+  await context.setOffline(false);
+  await receiver.until(() => receiver.events().length === 3, 8000);
+  assert.deepEqual(receiver.events().map((e) => e.event), ["offline-1", "offline-2", "offline-3"]);
+  assert.deepEqual(receiver.posts().map((p) => p.body.attempt), receiver.posts().map(() => 1), "first attempts, not retries");
+});
+
 test("400 drops the batch, reports it failed, and never retries it", async () => {
   const { page } = await open();
   receiver.respond({ status: 400 });
