@@ -203,7 +203,7 @@ impl Outbox {
         new_id: &mut dyn FnMut() -> String,
     ) -> Option<Outgoing> {
         if self.batches.is_empty() && self.due(now, flush_since.is_some()) {
-            let events = self.take_batch_events();
+            let events = self.take_batch_events(self.limits.max_batch_bytes);
             self.batches.push_back(Formed {
                 batch_id: new_id(),
                 attempt: 0,
@@ -247,14 +247,15 @@ impl Outbox {
             || now >= first.queued_at + self.limits.flush_interval_ms as i64
     }
 
-    fn take_batch_events(&mut self) -> Vec<Queued> {
+    /// Takes the oldest queued events for one batch: at most `flush_at`
+    /// events and a body of at most `max_bytes` (events are at most 32 KB,
+    /// so with the normal limit at least one always fits).
+    fn take_batch_events(&mut self, max_bytes: usize) -> Vec<Queued> {
         let mut events = Vec::new();
         let mut bytes = ENVELOPE_BYTES;
         while let Some(next) = self.queue.front() {
             let size = next.json.len() + 1;
-            if events.len() == self.limits.flush_at
-                || (!events.is_empty() && bytes + size > self.limits.max_batch_bytes)
-            {
+            if events.len() == self.limits.flush_at || bytes + size > max_bytes {
                 break;
             }
             bytes += size;
@@ -276,20 +277,19 @@ impl Outbox {
         unit: f64,
         new_id: &mut dyn FnMut() -> String,
     ) -> Answer {
-        let Some(front) = self.batches.front_mut() else { return Answer::Unknown };
-        if front.batch_id != batch_id || front.state != State::InFlight {
-            return Answer::Unknown;
-        }
+        // Usually the front batch; after a page-hide drain, any of several.
+        let Some(at) = self.position_in_flight(batch_id) else { return Answer::Unknown };
+        let front = &mut self.batches[at];
         let events = front.events.len();
         let verdict = classify(status);
         if self.stopped && verdict != Verdict::Delivered && verdict != Verdict::Reject {
-            self.batches.pop_front();
+            self.batches.remove(at);
             self.report.dropped += events as u64;
             return Answer::Dropped { events };
         }
         match verdict {
             Verdict::Delivered => {
-                self.batches.pop_front();
+                self.batches.remove(at);
                 self.report.sent += events as u64;
                 Answer::Delivered { events }
             }
@@ -297,52 +297,106 @@ impl Outbox {
                 let attempt = front.attempt;
                 // Only 429 and 503 carry a Retry-After we must honour.
                 let hint = retry_after_ms.filter(|_| matches!(status, Some(429 | 503)));
-                let at = now + self.limits.retry.delay_ms(attempt, hint, unit) as i64;
+                let due = now + self.limits.retry.delay_ms(attempt, hint, unit) as i64;
                 let first = front.first_sent_at.unwrap_or(now);
-                if at - first > self.limits.retry.max_age_ms as i64 {
-                    return self.fail(format!("gave up after {attempt} attempts over {} s", (now - first) / 1000));
+                if due - first > self.limits.retry.max_age_ms as i64 {
+                    return self.fail(at, format!("gave up after {attempt} attempts over {} s", (now - first) / 1000));
                 }
-                front.state = State::Waiting { until: at, server: hint.is_some() };
-                Answer::RetryAt { at, attempt }
+                front.state = State::Waiting { until: due, server: hint.is_some() };
+                Answer::RetryAt { at: due, attempt }
             }
             Verdict::Split if events > 1 => {
-                let mut formed = self.batches.pop_front().expect("front exists");
+                let mut formed = self.batches.remove(at).expect("batch exists");
                 let second_half = formed.events.split_off(events / 2);
                 // Each half is a new batch (new id, attempt 0) but keeps the
                 // original first send time, so max age still counts from it.
                 for half in [second_half, formed.events] {
-                    self.batches.push_front(Formed {
+                    let half = Formed {
                         batch_id: new_id(),
                         attempt: 0,
                         events: half,
                         first_sent_at: formed.first_sent_at,
                         last_sent_at: i64::MIN,
                         state: State::Ready,
-                    });
+                    };
+                    self.batches.insert(at, half);
                 }
                 Answer::Split
             }
-            Verdict::Split => self.fail("the relay refused a single event as too large (413)".into()),
-            Verdict::Reject => self.fail(format!("the relay refused the batch with status {}", status.unwrap_or(0))),
+            Verdict::Split => self.fail(at, "the relay refused a single event as too large (413)".into()),
+            Verdict::Reject => {
+                self.fail(at, format!("the relay refused the batch with status {}", status.unwrap_or(0)))
+            }
         }
+    }
+
+    fn position_in_flight(&self, batch_id: &str) -> Option<usize> {
+        self.batches.iter().position(|b| b.batch_id == batch_id && b.state == State::InFlight)
     }
 
     /// The request never left the device (the browser is offline): not an
     /// attempt. The batch is ready again with the same attempt number and no
     /// backoff; the caller waits for the network before sending it.
     pub fn on_offline(&mut self, batch_id: &str) -> bool {
-        match self.batches.front_mut() {
-            Some(front) if front.batch_id == batch_id && front.state == State::InFlight => {
-                front.attempt -= 1;
-                front.state = State::Ready;
-                true
-            }
-            _ => false,
-        }
+        let Some(at) = self.position_in_flight(batch_id) else { return false };
+        let formed = &mut self.batches[at];
+        formed.attempt -= 1;
+        formed.state = State::Ready;
+        true
     }
 
-    fn fail(&mut self, why: String) -> Answer {
-        let formed = self.batches.pop_front().expect("front exists");
+    /// The page is being hidden and may be gone in a moment: every batch not
+    /// in flight, then the queued events, as requests whose bodies together
+    /// fit in `budget` bytes (browsers cap the keepalive requests of a page
+    /// at 64 KB in all). Our own backoff is skipped; what does not fit stays.
+    pub fn drain_for_hide(&mut self, now: i64, budget: usize, new_id: &mut dyn FnMut() -> String) -> Vec<Outgoing> {
+        let mut left = budget;
+        let mut out = Vec::new();
+        let mut i = 0;
+        loop {
+            if i == self.batches.len() {
+                // Everything formed is out or too big: form more from the queue.
+                let room = left.min(self.limits.max_batch_bytes);
+                let events = self.take_batch_events(room);
+                if events.is_empty() {
+                    break;
+                }
+                let formed = Formed {
+                    batch_id: new_id(),
+                    attempt: 0,
+                    events,
+                    first_sent_at: None,
+                    last_sent_at: i64::MIN,
+                    state: State::Ready,
+                };
+                self.batches.push_back(formed);
+            }
+            let formed = &mut self.batches[i];
+            i += 1;
+            if formed.state == State::InFlight {
+                continue;
+            }
+            let body = body(&self.write_key, &Formed { attempt: formed.attempt + 1, ..formed.clone() }, now);
+            if body.len() > left {
+                break;
+            }
+            left -= body.len();
+            formed.state = State::InFlight;
+            formed.attempt += 1;
+            formed.first_sent_at.get_or_insert(now);
+            formed.last_sent_at = now;
+            out.push(Outgoing {
+                batch_id: formed.batch_id.clone(),
+                attempt: formed.attempt,
+                events: formed.events.len(),
+                body,
+            });
+        }
+        out
+    }
+
+    fn fail(&mut self, at: usize, why: String) -> Answer {
+        let formed = self.batches.remove(at).expect("batch exists");
         let events = formed.events.len();
         self.report.failed += events as u64;
         Answer::Failed { events, why }
@@ -688,6 +742,49 @@ mod tests {
         assert!(!o.on_offline(&out.batch_id), "only a batch in flight");
         let again = o.next_send(10, None, &mut ids).unwrap();
         assert_eq!((again.batch_id, again.attempt), (out.batch_id, 1), "same batch, still attempt 1");
+    }
+
+    #[test]
+    fn hiding_the_page_sends_what_fits_in_the_keepalive_budget_in_order() {
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 200, 0, 0);
+        let mut ids = ids();
+        let out = o.drain_for_hide(0, 60 * 1024, &mut ids);
+        let bytes: usize = out.iter().map(|b| b.body.len()).sum();
+        assert!(bytes <= 60 * 1024, "{bytes} bytes");
+        assert!(out.len() >= 2, "{} requests", out.len());
+        let sent: Vec<String> = out.iter().flat_map(ids_of).collect();
+        let n = sent.len();
+        assert!(n >= 40, "about 1.4 KB per event: {n} fit");
+        assert_eq!(sent, (0..n).map(|i| format!("e{i}")).collect::<Vec<_>>(), "oldest first");
+        assert_eq!(o.pending(), 200, "nothing is forgotten until acknowledged");
+        // Answers come back in any order, for any of the batches in flight.
+        for b in out.iter().rev() {
+            assert_eq!(
+                o.on_answer(&b.batch_id, Some(202), None, 1, 0.5, &mut ids),
+                Answer::Delivered { events: b.events }
+            );
+        }
+        assert_eq!(o.pending(), 200 - n);
+        let next = o.next_send(2, Some(2), &mut ids).unwrap();
+        assert_eq!(ids_of(&next)[0], format!("e{n}"), "the rest follows in order");
+    }
+
+    #[test]
+    fn hiding_the_page_leaves_the_batch_in_flight_alone_and_honours_a_small_budget() {
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 30, 0, 0);
+        let mut ids = ids();
+        let inflight = o.next_send(0, Some(0), &mut ids).unwrap();
+        let out = o.drain_for_hide(1, 5000, &mut ids);
+        assert!(out.iter().all(|b| b.batch_id != inflight.batch_id));
+        assert!(out.iter().map(|b| b.body.len()).sum::<usize>() <= 5000);
+        assert_eq!(o.drain_for_hide(1, 100, &mut ids), vec![], "nothing fits in 100 bytes");
+        let Answer::RetryAt { .. } = o.on_answer(&out[0].batch_id, None, None, 2, 0.5, &mut ids) else { panic!() };
+        assert_eq!(
+            o.on_answer(&inflight.batch_id, Some(200), None, 3, 0.5, &mut ids),
+            Answer::Delivered { events: 20 }
+        );
     }
 
     #[test]

@@ -36,6 +36,9 @@ use page::{log, BrowserEnv, Listener, StaticContext, Store};
 const IDENTITY_KEY: &str = "cuecast:v1:identity";
 /// How long one request may take before it counts as a network error.
 const REQUEST_TIMEOUT_MS: u32 = 10_000;
+/// Bytes of keepalive request bodies in flight at once: browsers allow 64 KB
+/// per page in all, and a request over it fails at once.
+const KEEPALIVE_BUDGET: usize = 60 * 1024;
 
 /// A started SDK instance: what `await init({...})` resolves to.
 #[wasm_bindgen]
@@ -62,6 +65,10 @@ struct Inner {
     _storage: Option<Listener>,
     /// Resumes sending when the browser is back online.
     _online: Option<Listener>,
+    /// Sends what is queued when the page is hidden or left.
+    _hide: Vec<Listener>,
+    /// Body bytes of keepalive requests in flight (see [`KEEPALIVE_BUDGET`]).
+    keepalive_bytes: usize,
 }
 
 thread_local! {
@@ -136,6 +143,8 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         capture: None,
         _storage: None,
         _online: None,
+        _hide: Vec::new(),
+        keepalive_bytes: 0,
     }));
     inner.borrow_mut().persist_identity();
     let weak = Rc::downgrade(&inner);
@@ -144,6 +153,22 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
     let weak = Rc::downgrade(&inner);
     let online = Listener::new(&window, "online", false, move |_| on_online(&weak));
     inner.borrow_mut()._online = Some(online);
+    // `visibilitychange` to hidden is the last event a mobile browser
+    // reliably fires; `pagehide` covers navigation. Never `unload`: it
+    // disables the back/forward cache.
+    let mut hide = Vec::new();
+    if let Some(document) = window.document() {
+        let weak = Rc::downgrade(&inner);
+        let doc = document.clone();
+        hide.push(Listener::new(&document, "visibilitychange", false, move |_| {
+            if doc.visibility_state() == web_sys::VisibilityState::Hidden {
+                on_hide(&weak);
+            }
+        }));
+    }
+    let weak = Rc::downgrade(&inner);
+    hide.push(Listener::new(&window, "pagehide", false, move |_| on_hide(&weak)));
+    inner.borrow_mut()._hide = hide;
     if let (true, Some(document)) = (auto_capture, window.document()) {
         let weak = Rc::downgrade(&inner);
         let listeners = Listeners::install(&document, move |c| on_captured(&weak, c));
@@ -349,13 +374,58 @@ async fn send_loop(rc: Rc<RefCell<Inner>>, flush_since: Option<i64>) {
             break;
         };
         log(debug, || format!("sending batch {} ({} events, attempt {})", out.batch_id, out.events, out.attempt));
-        let reply = transport::post(&endpoint, out.body.clone(), REQUEST_TIMEOUT_MS).await;
-        on_reply(&rc, &out, reply);
+        post_and_record(&rc, out, endpoint).await;
     }
     if flush_since.is_none() {
         rc.borrow_mut().sending = false;
     }
     reschedule(&rc);
+}
+
+/// Sends one batch, as a keepalive request when it fits in the budget (so
+/// that it survives the page being closed meanwhile), and records the answer.
+async fn post_and_record(rc: &Rc<RefCell<Inner>>, out: Outgoing, endpoint: String) {
+    let size = out.body.len();
+    let keepalive = {
+        let mut inner = rc.borrow_mut();
+        let fits = inner.keepalive_bytes + size <= KEEPALIVE_BUDGET;
+        if fits {
+            inner.keepalive_bytes += size;
+        }
+        fits
+    };
+    let reply = transport::post(&endpoint, out.body.clone(), REQUEST_TIMEOUT_MS, keepalive).await;
+    if keepalive {
+        rc.borrow_mut().keepalive_bytes -= size;
+    }
+    on_reply(rc, &out, reply);
+}
+
+/// The page is hidden or being left: send everything queued at once, as
+/// keepalive requests within the budget. What does not fit waits.
+fn on_hide(weak: &Weak<RefCell<Inner>>) {
+    let Some(rc) = weak.upgrade() else { return };
+    let Ok(mut inner) = rc.try_borrow_mut() else { return };
+    if !inner.online() {
+        return;
+    }
+    let budget = KEEPALIVE_BUDGET.saturating_sub(inner.keepalive_bytes);
+    let Inner { tracker, env, .. } = &mut *inner;
+    let now = env.now_ms();
+    let mut fresh: Vec<String> = (0..8).map(|_| env.uuid_v7()).collect();
+    let mut new_id = || fresh.pop().unwrap_or_else(|| format!("{now:x}-{}", js_sys::Math::random()));
+    let batches = tracker.outbox.drain_for_hide(now, budget, &mut new_id);
+    let (endpoint, debug) = (tracker.config.endpoint.clone(), tracker.config.debug);
+    let bytes: usize = batches.iter().map(|b| b.body.len()).sum();
+    log(debug, || format!("page hidden: sending {} batch(es), {bytes} bytes, as keepalive requests", batches.len()));
+    drop(inner);
+    for out in batches {
+        let (rc, endpoint) = (rc.clone(), endpoint.clone());
+        spawn_local(async move {
+            post_and_record(&rc, out, endpoint).await;
+            reschedule(&rc);
+        });
+    }
 }
 
 fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {

@@ -1,7 +1,8 @@
 //! One POST of a batch body to the relay.
 
 use gloo_net::http::Request;
-use web_sys::AbortController;
+use wasm_bindgen::JsValue;
+use web_sys::{AbortController, Headers, RequestInit};
 
 /// The relay's answer as the outbox needs it: the status (`None` when there
 /// was no answer: network error, CORS refusal, timeout) and `Retry-After`.
@@ -13,19 +14,27 @@ pub struct Reply {
 /// Sends `body` as `text/plain`: a CORS-simple request, so a relay on another
 /// origin needs no preflight. The relay must expose `Retry-After`
 /// (`Access-Control-Expose-Headers`) for a cross-origin page to read it.
-pub async fn post(endpoint: &str, body: String, timeout_ms: u32) -> Reply {
+/// `keepalive` lets the request outlive the page (the browser allows 64 KB
+/// of such bodies in flight per page; the caller keeps count).
+pub async fn post(endpoint: &str, body: String, timeout_ms: u32, keepalive: bool) -> Reply {
     let controller = AbortController::new().ok();
-    let signal = controller.as_ref().map(|c| c.signal());
     // Without a deadline a relay that accepts and never answers would hold
     // the one in-flight batch forever.
+    let signal = controller.as_ref().map(|c| c.signal());
     let _deadline = controller.map(|c| gloo_timers::callback::Timeout::new(timeout_ms, move || c.abort()));
-    let request = Request::post(endpoint)
-        .header("Content-Type", "text/plain;charset=UTF-8")
-        .abort_signal(signal.as_ref())
-        .body(body);
-    let response = match request {
-        Ok(request) => request.send().await,
-        Err(e) => Err(e),
+    let init = RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&JsValue::from_str(&body));
+    // web-sys has no setter for `keepalive`; the dictionary is a plain object.
+    let _ = js_sys::Reflect::set(&init, &JsValue::from_str("keepalive"), &JsValue::from_bool(keepalive));
+    init.set_signal(signal.as_ref());
+    if let Ok(headers) = Headers::new() {
+        let _ = headers.set("Content-Type", "text/plain;charset=UTF-8");
+        init.set_headers(&headers);
+    }
+    let response = match web_sys::Request::new_with_str_and_init(endpoint, &init) {
+        Ok(request) => Request::from(request).send().await,
+        Err(_) => return Reply { status: None, retry_after: None },
     };
     match response {
         Ok(r) => Reply { status: Some(r.status()), retry_after: r.headers().get("retry-after") },

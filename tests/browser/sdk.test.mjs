@@ -226,6 +226,40 @@ test("offline: nothing is sent and no retry is spent; back online, everything go
   assert.deepEqual(receiver.posts().map((p) => p.body.attempt), receiver.posts().map(() => 1), "first attempts, not retries");
 });
 
+test("events tracked right before navigating away are sent on the way out (keepalive), 10 of 10 trials", async () => {
+  const { page } = await open();
+  for (let trial = 0; trial < 10; trial++) {
+    await page.goto(`${site.url}/sdk.html#${encodeURIComponent(JSON.stringify({ endpoint: receiver.endpoint, writeKey: "pk_test" }))}`);
+    await page.waitForFunction(() => window.cc);
+    const id = await page.evaluate((trial) => {
+      const id = cc.shoutoutClicked({ shoutoutId: `promo-${trial}`, action: "link" });
+      location.href = "/elsewhere.html"; // within the same task: no time to flush normally
+      return id;
+    }, trial);
+    await page.waitForURL(/elsewhere/);
+    await receiver.until(() => receiver.events().some((e) => e.id === id), 5000);
+  }
+  const ids = receiver.events().map((e) => e.id);
+  assert.equal(new Set(ids).size, 10, "each event once");
+});
+
+test("a page that tracks 200 events and closes sends what fits in the 60 KB keepalive budget, and no more", async () => {
+  // Nothing leaves before the close: all 200 events (~100 KB) wait in the queue.
+  const { page } = await open({ flushAt: 1000, flushInterval: 3_600_000, maxBatchBytes: 512 * 1024 });
+  await page.evaluate(() => { for (let i = 0; i < 200; i++) cc.track("bulk", { i, note: "x".repeat(300) }); });
+  assert.equal(receiver.posts().length, 0);
+  await page.close({ runBeforeUnload: false });
+  await new Promise((r) => setTimeout(r, 1500));
+  const posts = receiver.posts();
+  const bytes = posts.reduce((sum, p) => sum + Buffer.byteLength(p.raw), 0);
+  assert.ok(posts.length >= 1, "the queue was sent on close");
+  assert.ok(bytes <= 60 * 1024, `keepalive bodies in flight stay within 60 KB: ${bytes} bytes`);
+  assert.ok(bytes > 40 * 1024, `and the budget is used: ${bytes} bytes`);
+  const sent = posts.flatMap((p) => p.body.events.map((e) => e.properties.i));
+  assert.deepEqual(sent, sent.map((_, k) => k), "the oldest events, in order");
+  assert.ok(sent.length < 200, `the rest did not fit (${sent.length} of 200 sent); persisting it is the durable-queue issue`);
+});
+
 test("400 drops the batch, reports it failed, and never retries it", async () => {
   const { page } = await open();
   receiver.respond({ status: 400 });
