@@ -359,9 +359,7 @@ async fn send_loop(rc: Rc<RefCell<Inner>>, flush_since: Option<i64>) {
             let mut inner = rc.borrow_mut();
             let Inner { tracker, env, .. } = &mut *inner;
             let now = env.now_ms();
-            let mut ids = Vec::with_capacity(1);
-            ids.push(env.uuid_v7());
-            let out = tracker.outbox.next_send(now, flush_since, &mut || ids.pop().unwrap_or_default());
+            let out = tracker.outbox.next_send(now, flush_since, &mut || env.uuid_v7());
             out.map(|o| (o, tracker.config.endpoint.clone(), tracker.config.debug))
         };
         let Some((out, endpoint, debug)) = next else {
@@ -412,9 +410,7 @@ fn on_hide(weak: &Weak<RefCell<Inner>>) {
     let budget = KEEPALIVE_BUDGET.saturating_sub(inner.keepalive_bytes);
     let Inner { tracker, env, .. } = &mut *inner;
     let now = env.now_ms();
-    let mut fresh: Vec<String> = (0..8).map(|_| env.uuid_v7()).collect();
-    let mut new_id = || fresh.pop().unwrap_or_else(|| format!("{now:x}-{}", js_sys::Math::random()));
-    let batches = tracker.outbox.drain_for_hide(now, budget, &mut new_id);
+    let batches = tracker.outbox.drain_for_hide(now, budget, &mut || env.uuid_v7());
     let (endpoint, debug) = (tracker.config.endpoint.clone(), tracker.config.debug);
     let bytes: usize = batches.iter().map(|b| b.body.len()).sum();
     log(debug, || format!("page hidden: sending {} batch(es), {bytes} bytes, as keepalive requests", batches.len()));
@@ -442,10 +438,7 @@ fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {
     }
     let retry_after = reply.retry_after.as_deref().and_then(|v| parse_retry_after(v, now));
     let unit = env.unit();
-    let mut fresh = vec![env.uuid_v7(), env.uuid_v7()];
-    let answer = tracker
-        .outbox
-        .on_answer(&out.batch_id, reply.status, retry_after, now, unit, &mut || fresh.pop().unwrap_or_default());
+    let answer = tracker.outbox.on_answer(&out.batch_id, reply.status, retry_after, now, unit, &mut || env.uuid_v7());
     let debug = tracker.config.debug;
     let status = || reply.status.map_or("network error".to_string(), |s| s.to_string());
     match answer {
