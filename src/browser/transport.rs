@@ -37,7 +37,13 @@ pub async fn post(endpoint: &str, body: String, timeout_ms: u32, keepalive: bool
         Err(_) => return Reply { status: None, retry_after: None },
     };
     match response {
-        Ok(r) => Reply { status: Some(r.status()), retry_after: r.headers().get("retry-after") },
+        Ok(r) => {
+            let reply = Reply { status: Some(r.status()), retry_after: r.headers().get("retry-after") };
+            // Read the (small) body: until it is consumed the browser counts a
+            // keepalive request against the page's 64 KB, and later ones fail.
+            let _ = r.text().await;
+            reply
+        }
         Err(_) => Reply { status: None, retry_after: None },
     }
 }

@@ -160,6 +160,20 @@ test("20 events are sent at once; fewer are sent by the flush interval without f
   assert.deepEqual(receiver.posts()[1].body.events.map((e) => e.event), ["a", "b", "c"]);
 });
 
+test("1,000 events tracked at once are all delivered by one flush, in 50 batches of 20", async () => {
+  // Every send is a keepalive request; the browser counts one against the
+  // page's 64 KB until its answer is read, so a send loop that never reads
+  // answers fails after a few batches.
+  const { page } = await open();
+  const report = await page.evaluate(async () => {
+    for (let i = 0; i < 1000; i++) cc.track("bulk", { i, comment: "fine" });
+    return cc.flush();
+  });
+  assert.deepEqual(report, { sent: 1000, failed: 0, pending: 0, dropped: 0 });
+  assert.equal(receiver.posts().length, 50);
+  assert.deepEqual(receiver.events().map((e) => e.properties.i), [...Array(1000).keys()], "in order");
+});
+
 test("429 with Retry-After is retried after the given wait, same batch id, attempt 2", async () => {
   const { page } = await open();
   receiver.respond({ status: 429, headers: { "retry-after": "1" } });
