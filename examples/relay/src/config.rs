@@ -152,9 +152,69 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONCURRENCY: usize = 64;
 
 // ---- raw TOML, with spans for line numbers ----
+//
+// Unknown keys are found by `unknown_keys` (all of them, with lines) rather
+// than serde's `deny_unknown_fields`, which stops at the first. Its lists
+// must name every field of these structs.
+
+const TOP_KEYS: &[&str] = &["listen", "storage", "admin", "egress", "limits", "source", "webhook"];
+const TABLE_KEYS: &[(&str, &[&str])] = &[
+    ("admin", &["token"]),
+    ("egress", &["allow_cidrs", "https_only"]),
+    ("limits", &["key_rate", "ip_rate", "backlog_high_water", "shutdown_grace", "dedupe_window", "sweep_interval"]),
+];
+const ARRAY_KEYS: &[(&str, &[&str])] = &[
+    ("source", &["write_key", "origins"]),
+    (
+        "webhook",
+        &[
+            "id",
+            "events",
+            "when",
+            "method",
+            "url",
+            "headers",
+            "body",
+            "secret",
+            "timeout",
+            "rate_limit",
+            "concurrency",
+            "retry",
+        ],
+    ),
+];
+
+/// Reports every key the file sets that the configuration does not know.
+fn unknown_keys(check: &mut Check, root: &toml::de::DeTable) {
+    use toml::de::DeValue;
+    let mut report = |table: &toml::de::DeTable, path: &str, known: &[&str]| {
+        for key in table.keys() {
+            if !known.contains(&key.get_ref().as_ref()) {
+                check.error(
+                    Some(key.span().start),
+                    format!("unknown key `{path}{}` (known here: {})", key.get_ref(), known.join(", ")),
+                );
+            }
+        }
+    };
+    report(root, "", TOP_KEYS);
+    for (name, known) in TABLE_KEYS {
+        if let Some(DeValue::Table(t)) = root.get(*name).map(|v| v.get_ref()) {
+            report(t, &format!("{name}."), known);
+        }
+    }
+    for (name, known) in ARRAY_KEYS {
+        if let Some(DeValue::Array(items)) = root.get(*name).map(|v| v.get_ref()) {
+            for item in items {
+                if let DeValue::Table(t) = item.get_ref() {
+                    report(t, &format!("{name}."), known);
+                }
+            }
+        }
+    }
+}
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<Spanned<String>>,
     storage: Option<Spanned<String>>,
@@ -168,13 +228,11 @@ struct RawConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawAdmin {
     token: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawEgress {
     #[serde(default)]
     allow_cidrs: Vec<Spanned<String>>,
@@ -182,7 +240,6 @@ struct RawEgress {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawLimits {
     key_rate: Option<Spanned<String>>,
     ip_rate: Option<Spanned<String>>,
@@ -193,7 +250,6 @@ struct RawLimits {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSource {
     write_key: Spanned<String>,
     #[serde(default)]
@@ -201,7 +257,6 @@ struct RawSource {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawWebhook {
     id: Spanned<String>,
     events: Spanned<Vec<Spanned<String>>>,
@@ -312,6 +367,9 @@ impl Config {
     /// Parses TOML text; `env` answers `${VAR}` and `CUECAST_*` look-ups.
     pub fn parse(src: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigError>> {
         let mut check = Check { src, env, errors: Vec::new() };
+        if let Ok(doc) = toml::de::DeTable::parse(src) {
+            unknown_keys(&mut check, doc.get_ref());
+        }
         let raw: RawConfig = match toml::from_str(src) {
             Ok(raw) => raw,
             Err(e) => {
@@ -700,6 +758,17 @@ body = '''
         }
         assert!(text.iter().any(|t| t.contains("MISSING_KEY is not set")), "{text:#?}");
         assert!(text.iter().any(|t| t.contains("line 20: webhook \"a\": body syntax error")), "{text:#?}");
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_its_line_alongside_other_problems() {
+        let src = "listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"\n[limits]\nkey_rat = \"5/s\"\n[[source]]\nwrite_key = \"pk\"\norigin = [\"*\"]\n[[webhook]]\nid = \"a\"\nevents = [\"*\"]\nurl = \"ftp://x\"\ntimeout_s = 3\n";
+        let errors = Config::parse(src, &no_env).unwrap_err();
+        let lines: Vec<Option<usize>> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [Some(2), Some(4), Some(7), Some(11), Some(12)], "{errors:#?}");
+        assert!(errors[0].message.starts_with("unknown key `listen_addr`"), "{errors:#?}");
+        assert!(errors[1].message.starts_with("unknown key `limits.key_rat`"), "{errors:#?}");
+        assert!(errors[3].message.contains("ftp"), "the other problems are reported too: {errors:#?}");
     }
 
     #[test]
