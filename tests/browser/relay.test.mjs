@@ -41,6 +41,9 @@ allow_cidrs = ["127.0.0.0/8"]
 [[source]]
 write_key = "pk_live_chain"
 origins = ["${site.url}"]
+[[source]]
+write_key = "pk_other_site"
+origins = ["https://app.example.com"]
 [[webhook]]
 id = "slack-nps-detractors"
 events = ["survey.submitted"]
@@ -110,6 +113,13 @@ test("events tracked in the page reach the webhooks through the relay, rendered 
 
 test("a write key the relay does not know is refused (401) and reported as failed", async () => {
   const { page, context } = await openPage(browser, site, { endpoint: `${relayUrl}/v1/batch` }, { writeKey: "pk_unknown" });
+  await page.evaluate(() => cc.track("x"));
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 0, failed: 1, pending: 0, dropped: 0 });
+  await context.close();
+});
+
+test("a page on an origin the write key does not allow reads the 403 and drops the batch instead of retrying", async () => {
+  const { page, context } = await openPage(browser, site, { endpoint: `${relayUrl}/v1/batch` }, { writeKey: "pk_other_site" });
   await page.evaluate(() => cc.track("x"));
   assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 0, failed: 1, pending: 0, dropped: 0 });
   await context.close();
