@@ -93,6 +93,11 @@ fn bench(quick: bool) -> Result {
     let tools = setup::all()?;
     let tarball = pkg::build(&tools)?;
     pkg::install_for_tests(&tarball)?;
+    let anchors = root().join("tests/browser/bench/anchors");
+    if !anchors.join("node_modules").exists() {
+        step("installing the anchor SDKs for the size comparison (pinned, scripts off)");
+        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"]).current_dir(&anchors))?;
+    }
     step("SDK benchmarks (size, main-thread cost in headless Chromium)");
     let mut cmd = Command::new("node");
     cmd.arg("tests/browser/bench/sdk.mjs").env("CHROMIUM", &tools.chromium).current_dir(root());

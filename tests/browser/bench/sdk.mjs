@@ -33,6 +33,24 @@ const size = {
 };
 size.total = Object.fromEntries(Object.keys(size.wasm).map((k) => [k, size.wasm[k] + size.js[k]]));
 
+// The anchors' shipped browser bundles, measured by the same code in this run
+// (installed at pinned versions by `cargo xtask bench` in bench/anchors).
+// Segment's standalone bundle loads more chunks on demand; PostHog's
+// array.js is its full CDN bundle; Snowplow's is the minified UMD build.
+const anchorsDir = path.join(here, "anchors/node_modules");
+const anchorFiles = {
+  "@segment/analytics-next": "dist/umd/standalone.js",
+  "posthog-js": "dist/array.js",
+  "@snowplow/browser-tracker": "dist/index.umd.min.js",
+};
+const anchors = {};
+for (const [name, file] of Object.entries(anchorFiles)) {
+  const dir = path.join(anchorsDir, name);
+  if (!fs.existsSync(path.join(dir, file))) continue;
+  const version = JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8")).version;
+  anchors[`${name}@${version}`] = sizes([path.join(dir, file)]);
+}
+
 const quantile = (xs, q) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(q * s.length))];
@@ -124,6 +142,7 @@ const result = {
   machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version },
   quick,
   size,
+  anchors,
   track: {
     calls: perCall.length,
     medianUs: quantile(perCall, 0.5) * 1000,
@@ -146,6 +165,10 @@ console.log(`\ncuecast SDK benchmark, ${result.date}, ${result.machine.cpus} × 
 console.log("npm payload          raw        gzip -9    brotli");
 for (const k of ["wasm", "js", "total"]) {
   console.log(`  ${k.padEnd(18)} ${kb(size[k].raw).padEnd(10)} ${kb(size[k].gzip).padEnd(10)} ${kb(size[k].brotli)}`);
+}
+for (const [name, a] of Object.entries(anchors)) {
+  const ratio = (size.total.gzip / a.gzip).toFixed(2);
+  console.log(`  ${name.padEnd(32)} ${kb(a.raw).padEnd(10)} ${kb(a.gzip).padEnd(10)} ${kb(a.brotli)}   (cuecast/anchor gzip: ${ratio})`);
 }
 console.log(`track()              median ${result.track.medianUs.toFixed(1)} µs, p99 ${result.track.p99Us.toFixed(1)} µs over ${result.track.calls} calls (mean ${result.track.meanUsPerCallInBlocksOf100.toFixed(1)} µs timed in blocks of 100)`);
 console.log(`reference            ${result.flush1000.requests} plain fetch() calls of the same sizes, no SDK: main thread ${result.flush1000.referencePlainFetchMs.toFixed(1)} ms`);
