@@ -128,3 +128,19 @@ export interface CuecastError extends Error {
  * `window` (server-side rendering), resolves to a client that does nothing.
  */
 export function init(options: Options): Promise<Client>;
+
+/**
+ * What {@link load} returns at once: the client's methods, queued in memory
+ * until the module has loaded and then replayed in order. Tracking calls
+ * return `undefined` before that.
+ */
+export interface BufferedClient extends Client {
+  /** The real client once loaded; rejects with the `init()` error. */
+  ready: Promise<Client>;
+}
+
+/**
+ * Starts cuecast without waiting (see {@link BufferedClient}); for the first
+ * events of an app's start-up, before an `await` is possible.
+ */
+export function load(options: Options): BufferedClient;

@@ -5,7 +5,7 @@ import loadWasm, { init as startClient } from "./cuecast.js";
 
 let loading;
 
-const NOOP_METHODS = [
+const CLIENT_METHODS = [
   "track", "shoutoutClicked", "surveySubmitted", "onboardingTaskCompleted",
   "walkthruGoalReached", "identify", "reset", "optOut", "optIn",
 ];
@@ -23,7 +23,7 @@ function noopClient(options) {
       return { sent: 0, failed: 0, pending: 0, dropped: 0 };
     },
   };
-  for (const name of NOOP_METHODS) client[name] = () => say(name);
+  for (const name of CLIENT_METHODS) client[name] = () => say(name);
   return client;
 }
 
@@ -49,4 +49,46 @@ export async function init(options) {
     throw e;
   }
   return startClient(settings);
+}
+
+/**
+ * Starts cuecast without waiting: returns at once a client whose calls are
+ * queued in memory while the WebAssembly module loads, then replayed in order
+ * on the real client. Use it where the first events happen before an `await`
+ * is possible (bundled app start-up). Calls return `undefined` (the event id
+ * is not known yet); a replayed call with bad input is reported with
+ * `console.warn`, since its caller has moved on. `ready` resolves to the real
+ * client, or rejects with the `init()` error.
+ * @param {import("./index").Options} options
+ * @returns {import("./index").BufferedClient}
+ */
+export function load(options) {
+  const pending = [];
+  let client;
+  const ready = init(options).then((started) => {
+    client = started;
+    for (const [name, args] of pending.splice(0)) {
+      try {
+        started[name](...args);
+      } catch (e) {
+        console.warn("[cuecast] a call made before loading was refused:", e && e.message);
+      }
+    }
+    return started;
+  });
+  // The stub must never turn an init failure into an unhandled rejection;
+  // `ready` still rejects for whoever awaits it.
+  ready.catch(() => {});
+  const buffered = {
+    ready,
+    flush: async () => (await ready).flush(),
+  };
+  for (const name of CLIENT_METHODS) {
+    buffered[name] = (...args) => {
+      if (client) return client[name](...args);
+      pending.push([name, args]);
+      return undefined;
+    };
+  }
+  return buffered;
 }

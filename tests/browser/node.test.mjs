@@ -19,4 +19,8 @@ test("importing cuecast in Node does not throw; the client does nothing and says
     console.log = original;
   }
   assert.ok(logged.some((l) => l.includes("track: no browser window here")), logged.join("\n"));
+  const { load } = await import("cuecast");
+  const early = load({ endpoint: "https://relay.example.com/v1/batch", writeKey: "pk" });
+  assert.equal(early.track("x"), undefined);
+  assert.deepEqual(await early.flush(), { sent: 0, failed: 0, pending: 0, dropped: 0 });
 });

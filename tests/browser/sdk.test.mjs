@@ -274,6 +274,20 @@ test("a page that tracks 200 events and closes sends what fits in the 60 KB keep
   assert.ok(sent.length < 200, `the rest did not fit (${sent.length} of 200 sent); persisting it is the durable-queue issue`);
 });
 
+test("load(): calls made before the module has loaded are queued and replayed in order", async () => {
+  const { page, logs } = await open({}, "early.html");
+  assert.deepEqual(await page.evaluate(() => window.earlyReturns), [undefined, undefined, undefined, undefined], "buffered calls return undefined");
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 3, failed: 0, pending: 0, dropped: 0 });
+  const events = receiver.events();
+  assert.deepEqual(events.map((e) => e.event), ["app.started", "user.identified", "shoutout.clicked"]);
+  assert.equal(events[0].userId, undefined);
+  assert.equal(events[2].userId, "user-7", "replayed in order: identify took effect before the click");
+  assert.deepEqual(events[2].properties, { shoutoutId: "welcome", action: "cta" });
+  assert.ok(logs.some((l) => l.startsWith("warning: [cuecast] a call made before loading was refused:") && l.includes("shoutoutId is required")), logs.join("\n"));
+  // Once loaded, calls go straight through and return the id.
+  assert.match(await page.evaluate(() => cc.track("later")), /^[0-9a-f-]{36}$/);
+});
+
 test("400 drops the batch, reports it failed, and never retries it", async () => {
   const { page } = await open();
   receiver.respond({ status: 400 });

@@ -1,6 +1,6 @@
 // Compiled by types.test.mjs with `tsc --noEmit --strict`: the shipped
 // declarations accept the documented calls and reject the wrong ones.
-import { init, type Client, type FlushReport, type CuecastError } from "cuecast";
+import { init, load, type Client, type BufferedClient, type FlushReport, type CuecastError } from "cuecast";
 
 async function main(): Promise<void> {
   const cc: Client = await init({ endpoint: "https://relay.example.com/v1/batch", writeKey: "pk_live_x", flushAt: 10, retry: { maxDelay: 30_000 } });
@@ -25,6 +25,11 @@ async function main(): Promise<void> {
   }
   void id;
   void total;
+
+  const early: BufferedClient = load({ endpoint: "/v1/batch", writeKey: "pk" });
+  early.track("app.started");
+  const real: Client = await early.ready;
+  void real;
 
   // @ts-expect-error: writeKey is required
   await init({ endpoint: "https://relay.example.com/v1/batch" });
