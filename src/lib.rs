@@ -11,9 +11,16 @@
 //! - [`events`]: built-in event names and the rules their properties obey.
 //! - [`error`]: the one error type; every error names its field.
 //! - [`time`]: RFC 3339 formatting and parsing.
+//! - [`config`]: `init()` options resolved into one [`config::Config`] (every default).
+//! - [`retry`]: answer classification, backoff with jitter, `Retry-After`.
+//! - [`outbox`]: queue → batches → answers; one batch in flight; page-hide drain.
+//! - [`tracker`]: identity, sessions, and a call becoming a queued event.
 //!
-//! Browser IO sits in `browser/`, compiled only for `wasm32` with the
-//! `browser` feature.
+//! Browser IO sits in `browser/` (`mod.rs` the exported client and send
+//! loop, `convert.rs` JS values → JSON, `page.rs` clock/storage/context/
+//! listeners, `transport.rs` fetch, `capture.rs` auto-capture), compiled only
+//! for `wasm32` with the `browser` feature. The relay links this crate with
+//! default features off and gets the pure part only.
 
 pub mod config;
 pub mod error;
