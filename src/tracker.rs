@@ -47,6 +47,12 @@ pub struct Identity {
     pub traits: Map<String, Value>,
     pub session: Option<Session>,
     pub opted_out: bool,
+    /// When the user (anonymous id, user id, traits) last changed, and when
+    /// the consent did (Unix ms). Tabs merge their copies field by field, the
+    /// later change winning: localStorage between tabs is only eventually
+    /// consistent, so a tab can read, and write back, a stale copy.
+    pub user_at: i64,
+    pub consent_at: i64,
 }
 
 impl Identity {
@@ -71,6 +77,8 @@ impl Identity {
             traits: v.get("traits").and_then(Value::as_object).cloned().unwrap_or_default(),
             session,
             opted_out: v.get("optedOut").and_then(Value::as_bool).unwrap_or(false),
+            user_at: v.get("userAt").and_then(Value::as_i64).unwrap_or(0),
+            consent_at: v.get("consentAt").and_then(Value::as_i64).unwrap_or(0),
         })
     }
 }
@@ -114,6 +122,8 @@ impl Tracker {
             traits: Map::new(),
             session: None,
             opted_out: false,
+            user_at: 0,
+            consent_at: 0,
         });
         let outbox = Outbox::new((&config).into(), config.write_key.clone());
         let persisted_last_seen = identity.session.as_ref().map_or(0, |s| s.last_seen);
@@ -124,14 +134,54 @@ impl Tracker {
         &self.identity
     }
 
+    /// Whether the identity should be written to storage now.
+    pub fn needs_write(&self) -> bool {
+        let last_seen = self.identity.session.as_ref().map_or(0, |s| s.last_seen);
+        self.dirty || last_seen - self.persisted_last_seen >= SESSION_PERSIST_MS
+    }
+
+    /// Merges a copy stored by another tab into ours, field by field: the
+    /// later change wins. Returns true when ours holds a later change than
+    /// the stored copy (which must then be written back, so that a tab that
+    /// overwrote it with a stale copy does not have the last word).
+    fn merge(&mut self, stored: Identity) -> bool {
+        let mine = &mut self.identity;
+        if stored.consent_at > mine.consent_at {
+            if stored.opted_out && !mine.opted_out {
+                self.outbox.stop();
+            } else if !stored.opted_out && mine.opted_out {
+                self.outbox.resume();
+            }
+            mine.opted_out = stored.opted_out;
+            mine.consent_at = stored.consent_at;
+        }
+        if stored.user_at > mine.user_at {
+            mine.anonymous_id = stored.anonymous_id;
+            mine.user_id = stored.user_id;
+            mine.traits = stored.traits;
+            mine.user_at = stored.user_at;
+            // Their session belongs to their user; it is what storage holds.
+            self.persisted_last_seen = stored.session.as_ref().map_or(0, |s| s.last_seen);
+            mine.session = stored.session;
+        }
+        mine.consent_at > stored.consent_at || mine.user_at > stored.user_at
+    }
+
+    /// Before writing: takes in what another tab stored since, so a write
+    /// here never undoes a later opt-out or logout made there.
+    pub fn reconcile(&mut self, stored: Option<Identity>) {
+        if let Some(stored) = stored {
+            self.merge(stored);
+        }
+    }
+
     /// The identity if it should be written to storage now (and marks it written).
     pub fn take_dirty_identity(&mut self) -> Option<&Identity> {
-        let last_seen = self.identity.session.as_ref().map_or(0, |s| s.last_seen);
-        if !self.dirty && last_seen - self.persisted_last_seen < SESSION_PERSIST_MS {
+        if !self.needs_write() {
             return None;
         }
         self.dirty = false;
-        self.persisted_last_seen = last_seen;
+        self.persisted_last_seen = self.identity.session.as_ref().map_or(0, |s| s.last_seen);
         Some(&self.identity)
     }
 
@@ -196,6 +246,7 @@ impl Tracker {
         match self.enqueue(events::USER_IDENTIFIED, Map::new(), traits, context, env) {
             Ok(tracked) => {
                 self.dirty = true;
+                self.identity.user_at = env.now_ms();
                 Ok(tracked)
             }
             Err(e) => {
@@ -214,33 +265,30 @@ impl Tracker {
         self.identity.user_id = None;
         self.identity.traits.clear();
         self.identity.session = None;
+        self.identity.user_at = env.now_ms();
         self.dirty = true;
     }
 
-    /// Takes over an identity another tab of the same origin just stored:
-    /// an opt-out, opt-in, login or logout there holds here too. Not marked
-    /// for saving: it came from storage.
+    /// Another tab of the same origin stored its identity (the `storage`
+    /// event): an opt-out, opt-in, login or logout made there holds here too.
+    /// When ours holds a later change, it is marked for writing back.
     pub fn adopt(&mut self, stored: Identity) {
-        match (stored.opted_out, self.identity.opted_out) {
-            (true, false) => {
-                self.outbox.stop();
-            }
-            (false, true) => self.outbox.resume(),
-            _ => {}
+        if self.merge(stored) {
+            self.dirty = true;
         }
-        self.persisted_last_seen = stored.session.as_ref().map_or(0, |s| s.last_seen);
-        self.identity = stored;
     }
 
     /// `optOut()`: stops tracking and drops what waits (counted as dropped).
-    pub fn opt_out(&mut self) -> usize {
+    pub fn opt_out(&mut self, now: i64) -> usize {
         self.identity.opted_out = true;
+        self.identity.consent_at = now;
         self.dirty = true;
         self.outbox.stop()
     }
 
-    pub fn opt_in(&mut self) {
+    pub fn opt_in(&mut self, now: i64) {
         self.identity.opted_out = false;
+        self.identity.consent_at = now;
         self.dirty = true;
         self.outbox.resume();
     }
@@ -498,17 +546,19 @@ pub(crate) mod tests {
 
     #[test]
     fn another_tabs_opt_out_and_logout_are_adopted() {
-        let env = &mut FakeEnv { now: 0, seed: 0 };
+        let env = &mut FakeEnv { now: 1_000_000, seed: 0 };
         let mut a = tracker(env);
         a.identify(json!("user-1"), Value::Null, context(), env).unwrap();
         let mut b = Tracker::new(a.config.clone(), a.take_dirty_identity().cloned(), env);
         b.track("queued-in-b", Value::Null, Context::default(), env).unwrap();
-        a.opt_out();
+        env.now += 10;
+        a.opt_out(env.now);
         b.adopt(a.take_dirty_identity().cloned().unwrap());
         assert_eq!(b.track("x", Value::Null, Context::default(), env).unwrap(), Tracked::OptedOut);
         assert_eq!(b.outbox.take_report().dropped, 1, "what b had queued is dropped too");
         assert!(b.take_dirty_identity().is_none(), "an adopted identity is not written back");
-        a.opt_in();
+        env.now += 10;
+        a.opt_in(env.now);
         a.reset(env);
         b.adopt(a.take_dirty_identity().cloned().unwrap());
         assert!(matches!(b.track("y", Value::Null, Context::default(), env).unwrap(), Tracked::Queued { .. }));
@@ -517,16 +567,54 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_tab_writing_its_session_keeps_another_tabs_opt_out_and_logout() {
+        let env = &mut FakeEnv { now: 1_000_000, seed: 0 };
+        let mut a = tracker(env);
+        a.identify(json!("user-1"), Value::Null, context(), env).unwrap();
+        let shared = a.take_dirty_identity().cloned();
+        let mut b = Tracker::new(a.config.clone(), shared.clone(), env);
+        // A opts out and logs out and stores it; B has not seen it yet and
+        // its session time is due to be written.
+        env.now += 10;
+        a.opt_out(env.now);
+        a.reset(env);
+        let stored_by_a = a.take_dirty_identity().cloned();
+        env.now += 61_000;
+        b.track("x", Value::Null, Context::default(), env).unwrap();
+        assert!(b.needs_write());
+        b.reconcile(stored_by_a.clone());
+        assert!(b.identity().opted_out, "B takes A's opt-out before writing");
+        assert_eq!(b.identity().user_id, None, "and A's logout");
+        assert_eq!(b.identity().anonymous_id, stored_by_a.clone().unwrap().anonymous_id);
+        assert!(b.take_dirty_identity().is_none_or(|w| w.opted_out), "so nothing B writes undoes them");
+        assert_eq!(b.track("y", Value::Null, Context::default(), env).unwrap(), Tracked::OptedOut);
+        // A stale copy written by a third tab (it read storage before A's
+        // change landed) does not undo A's opt-out: A merges it, keeps its
+        // later change and writes it back.
+        let mut stale = shared.unwrap();
+        stale.session = None;
+        a.adopt(stale);
+        assert!(a.identity().opted_out);
+        let rewritten = a.take_dirty_identity().cloned().expect("A writes its later change back");
+        assert!(rewritten.opted_out && rewritten.user_id.is_none());
+        // A change made later anywhere wins over what is stored.
+        env.now += 10;
+        b.opt_in(env.now);
+        b.reconcile(Some(rewritten));
+        assert!(!b.take_dirty_identity().unwrap().opted_out);
+    }
+
+    #[test]
     fn opt_out_drops_waiting_events_and_tracks_nothing() {
         let env = &mut FakeEnv { now: 0, seed: 0 };
         let mut t = tracker(env);
         t.track("a", Value::Null, Context::default(), env).unwrap();
         t.track("b", Value::Null, Context::default(), env).unwrap();
-        assert_eq!(t.opt_out(), 2);
+        assert_eq!(t.opt_out(env.now), 2);
         assert_eq!(t.track("c", Value::Null, Context::default(), env).unwrap(), Tracked::OptedOut);
         assert!(t.identity().opted_out);
         assert_eq!(t.outbox.take_report().dropped, 2);
-        t.opt_in();
+        t.opt_in(env.now);
         assert!(matches!(t.track("d", Value::Null, Context::default(), env).unwrap(), Tracked::Queued { .. }));
     }
 }

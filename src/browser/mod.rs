@@ -187,9 +187,16 @@ fn on_storage(weak: &Weak<RefCell<Inner>>, event: &web_sys::Event) {
     let parsed = event.new_value().and_then(|raw| js_sys::JSON::parse(&raw).ok());
     let stored = parsed.and_then(|v| convert::to_json(&v, "").ok()).and_then(|v| Identity::from_json(&v));
     let (Some(stored), Some(rc)) = (stored, weak.upgrade()) else { return };
-    let Ok(mut inner) = rc.try_borrow_mut() else { return };
-    log(inner.tracker.config.debug, || "identity changed in another tab: adopted".into());
-    inner.tracker.adopt(stored);
+    // Adopted once the current JS task is done: the event may arrive while
+    // this tab is inside one of our calls (its state borrowed), and dropping
+    // it would lose another tab's opt-out or opt-in for good.
+    spawn_local(async move {
+        let mut inner = rc.borrow_mut();
+        log(inner.tracker.config.debug, || "identity changed in another tab: merged".into());
+        inner.tracker.adopt(stored);
+        // Ours held a later change than that tab's (stale) copy: write it back.
+        inner.persist_identity();
+    });
 }
 
 #[wasm_bindgen]
@@ -247,7 +254,8 @@ impl Client {
     #[wasm_bindgen(js_name = optOut)]
     pub fn opt_out(&self) {
         let mut inner = self.inner.borrow_mut();
-        let dropped = inner.tracker.opt_out();
+        let now = inner.env.now_ms();
+        let dropped = inner.tracker.opt_out(now);
         inner.persist_identity();
         log(inner.tracker.config.debug, || format!("opted out: {dropped} waiting events dropped"));
     }
@@ -255,7 +263,8 @@ impl Client {
     #[wasm_bindgen(js_name = optIn)]
     pub fn opt_in(&self) {
         let mut inner = self.inner.borrow_mut();
-        inner.tracker.opt_in();
+        let now = inner.env.now_ms();
+        inner.tracker.opt_in(now);
         inner.persist_identity();
     }
 
@@ -532,6 +541,11 @@ impl Inner {
     }
 
     fn persist_identity(&mut self) {
+        if !self.tracker.needs_write() {
+            return;
+        }
+        let stored = self.store.load(IDENTITY_KEY).and_then(|v| Identity::from_json(&v));
+        self.tracker.reconcile(stored);
         if let Some(identity) = self.tracker.take_dirty_identity() {
             if !self.store.save(IDENTITY_KEY, identity) {
                 log(self.tracker.config.debug, || {
