@@ -316,17 +316,16 @@ fn after_track(rc: &Rc<RefCell<Inner>>, tracked: Tracked) -> Option<String> {
         log(rc.borrow().tracker.config.debug, || "opted out: event not tracked".into());
         return None;
     };
-    let mut inner = rc.borrow_mut();
+    let inner = rc.borrow();
     let debug = inner.tracker.config.debug;
     log(debug, || format!("queued {id} ({} waiting)", inner.tracker.outbox.pending()));
     if dropped > 0 {
         log(debug, || format!("the queue is full: dropped the {dropped} oldest waiting event(s)"));
     }
     match push {
-        Push::SendNow if !inner.sending && !inner.tracker.outbox.in_flight() => {
-            inner.sending = true;
+        Push::SendNow if !inner.tracker.outbox.in_flight() => {
             drop(inner);
-            spawn_local(send_loop(rc.clone(), None));
+            start_sending(rc.clone());
         }
         Push::SendNow => {}
         // The outbox knows the earliest due time (a retry may come before
@@ -439,10 +438,7 @@ fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {
     let now = env.now_ms();
     if reply.status.is_none() && !window_online(window) && tracker.outbox.on_offline(&out.batch_id) {
         log(tracker.config.debug, || format!("offline: batch {} waits for the network (no retry spent)", out.batch_id));
-        inner.answers += 1;
-        for waker in inner.waiters.drain(..) {
-            waker.wake();
-        }
+        inner.answered();
         return;
     }
     let retry_after = reply.retry_after.as_deref().and_then(|v| parse_retry_after(v, now));
@@ -464,10 +460,7 @@ fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {
         }
         Answer::Unknown => {}
     }
-    inner.answers += 1;
-    for waker in inner.waiters.drain(..) {
-        waker.wake();
-    }
+    inner.answered();
 }
 
 /// Makes sure a wake-up is set for the outbox's next due time.
@@ -488,14 +481,8 @@ fn schedule(rc: &Rc<RefCell<Inner>>, at: i64) {
     let weak = Rc::downgrade(rc);
     let timeout = Timeout::new(delay, move || {
         let Some(rc) = weak.upgrade() else { return };
-        let mut inner = rc.borrow_mut();
-        inner.timer = None;
-        if inner.sending {
-            return;
-        }
-        inner.sending = true;
-        drop(inner);
-        spawn_local(send_loop(rc, None));
+        rc.borrow_mut().timer = None;
+        start_sending(rc);
     });
     inner.timer = Some((at, timeout));
 }
@@ -525,8 +512,13 @@ fn window_online(window: &Window) -> bool {
 /// Back online: send what waited.
 fn on_online(weak: &Weak<RefCell<Inner>>) {
     let Some(rc) = weak.upgrade() else { return };
-    let Ok(mut inner) = rc.try_borrow_mut() else { return };
-    log(inner.tracker.config.debug, || "online again: sending what waited".into());
+    log(rc.borrow().tracker.config.debug, || "online again: sending what waited".into());
+    start_sending(rc);
+}
+
+/// Starts the background send loop unless one is running already.
+fn start_sending(rc: Rc<RefCell<Inner>>) {
+    let mut inner = rc.borrow_mut();
     if inner.sending {
         return;
     }
@@ -536,6 +528,14 @@ fn on_online(weak: &Weak<RefCell<Inner>>) {
 }
 
 impl Inner {
+    /// Records that an answer arrived and wakes the flushes waiting for one.
+    fn answered(&mut self) {
+        self.answers += 1;
+        for waker in self.waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
     fn online(&self) -> bool {
         window_online(&self.window)
     }
