@@ -29,6 +29,9 @@ pub struct Config {
     /// Most events kept waiting; beyond it the oldest are dropped and counted
     /// (`maxQueueEvents`, default 1,000).
     pub max_queue_events: usize,
+    /// Most bytes of event JSON kept waiting, in memory and in storage; beyond
+    /// it the oldest are dropped and counted (`maxQueueBytes`, default 2 MB).
+    pub max_queue_bytes: usize,
     /// A session ends after this long without events (`sessionTimeout`, ms, default 30 min).
     pub session_timeout_ms: u64,
     /// Capture `data-cuecast-*` elements automatically (`autoCapture`, default true).
@@ -54,13 +57,14 @@ impl Config {
                 format!("must be an object {{endpoint, writeKey}}, got {}", describe(options)),
             ));
         };
-        const KNOWN: [&str; 10] = [
+        const KNOWN: [&str; 11] = [
             "endpoint",
             "writeKey",
             "flushAt",
             "flushInterval",
             "maxBatchBytes",
             "maxQueueEvents",
+            "maxQueueBytes",
             "sessionTimeout",
             "autoCapture",
             "debug",
@@ -87,6 +91,9 @@ impl Config {
             max_batch_bytes: number(opts, "maxBatchBytes", (MAX_EVENT_BYTES + ENVELOPE_BYTES) as u64, 512 * 1024)?
                 .unwrap_or(48 * 1024) as usize,
             max_queue_events: number(opts, "maxQueueEvents", 1, 100_000)?.unwrap_or(1000) as usize,
+            // At least one largest event; at most what localStorage can hold.
+            max_queue_bytes: number(opts, "maxQueueBytes", MAX_EVENT_BYTES as u64, 4 * 1024 * 1024)?
+                .unwrap_or(2 * 1024 * 1024) as usize,
             session_timeout_ms: number(opts, "sessionTimeout", 1000, 7 * 86_400_000)?.unwrap_or(30 * 60_000),
             auto_capture: boolean(opts, "autoCapture")?.unwrap_or(true),
             debug: boolean(opts, "debug")?.unwrap_or(false),
@@ -178,7 +185,7 @@ mod tests {
             Config::from_options(&json!({"endpoint": "https://relay.example.com/v1/batch", "writeKey": "pk_live_x"}))
                 .unwrap();
         assert_eq!((c.flush_at, c.flush_interval_ms, c.max_batch_bytes), (20, 5000, 48 * 1024));
-        assert_eq!((c.max_queue_events, c.session_timeout_ms), (1000, 1_800_000));
+        assert_eq!((c.max_queue_events, c.max_queue_bytes, c.session_timeout_ms), (1000, 2 << 20, 1_800_000));
         assert!(c.auto_capture && !c.debug);
         assert_eq!(c.retry, RetryPolicy::default());
     }

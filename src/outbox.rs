@@ -6,10 +6,14 @@
 //! and dropping. One batch is in flight at a time, so events reach the relay
 //! in the order they were tracked.
 //!
-//! Everything here is serialisable plain data, so the same state can be
-//! persisted between page loads.
+//! Persistence is write-through: once [`Outbox::persist_as`] names the page
+//! that owns this outbox, every change to an event's fate is also recorded
+//! as a [`Change`] (one [`Record`] per event, keyed by the event id) for the
+//! browser layer to write to storage. [`Outbox::adopt`] takes back records
+//! left by pages that are gone (an earlier load, a closed tab), with their
+//! batch ids, attempt counts and schedules.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,9 +22,15 @@ use crate::retry::{classify, RetryPolicy, Verdict};
 use crate::time::format_millis;
 use crate::wire::{Library, VERSION};
 
+/// How long a batch found in flight in storage (sent by a page that is gone,
+/// often as a keepalive request that outlived it) is left alone before it is
+/// sent again: the request timeout plus a margin, so the same events are
+/// never on the wire twice at once.
+pub const LEASE_MS: i64 = 15_000;
+
 /// What happened to the events since the last [`Outbox::take_report`]
 /// (what `flush()` resolves with).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
     /// Acknowledged by the relay.
     pub sent: u64,
@@ -30,6 +40,48 @@ pub struct Report {
     pub pending: u64,
     /// Dropped by policy before sending: queue full, or opt-out.
     pub dropped: u64,
+    /// Why the last events were dropped, when any were.
+    #[serde(rename = "droppedWhy", skip_serializing_if = "Option::is_none")]
+    pub dropped_why: Option<&'static str>,
+}
+
+/// Why events were dropped (see [`Report::dropped_why`]).
+pub const DROPPED_FULL: &str = "the queue was full (maxQueueEvents or maxQueueBytes): the oldest were dropped";
+pub const DROPPED_OPT_OUT: &str = "the user opted out";
+
+/// One stored event: what storage holds, keyed by `id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The event id.
+    pub id: String,
+    /// The page that sends it; another page adopts it once that page is gone.
+    pub owner: String,
+    /// The event's JSON, as it is sent.
+    pub json: String,
+    /// When it was queued (ms).
+    pub at: i64,
+    /// The batch it was sent in, if it was: resent with the same batch id and
+    /// the next attempt number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Mark>,
+}
+
+/// A batch as stored with each of its events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mark {
+    pub id: String,
+    pub attempt: u32,
+    pub first: Option<i64>,
+    pub last: i64,
+    pub state: State,
+}
+
+/// What to write to storage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Put(Record),
+    /// The event was acknowledged, refused or dropped: forget it.
+    Delete(String),
 }
 
 /// What a [`Outbox::push`] asks of the caller.
@@ -78,14 +130,15 @@ pub enum Answer {
 
 /// An event as it will be sent: serialised once when tracked, so batching,
 /// resending and (later) persisting never re-serialise or parse it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 struct Queued {
+    id: String,
     json: String,
     queued_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum State {
+pub enum State {
     Ready,
     InFlight,
     /// `server`: the relay named the time (Retry-After); an explicit flush waits for it too.
@@ -95,7 +148,7 @@ enum State {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 struct Formed {
     batch_id: String,
     attempt: u32,
@@ -112,6 +165,7 @@ pub struct Limits {
     pub flush_interval_ms: u64,
     pub max_batch_bytes: usize,
     pub max_queue_events: usize,
+    pub max_queue_bytes: usize,
     pub retry: RetryPolicy,
 }
 
@@ -122,6 +176,7 @@ impl From<&Config> for Limits {
             flush_interval_ms: c.flush_interval_ms,
             max_batch_bytes: c.max_batch_bytes,
             max_queue_events: c.max_queue_events,
+            max_queue_bytes: c.max_queue_bytes,
             retry: c.retry,
         }
     }
@@ -139,6 +194,10 @@ pub struct Outbox {
     report: Report,
     /// Opted out: nothing new is queued and nothing is retried.
     stopped: bool,
+    /// The page that owns this outbox, once it persists ([`Outbox::persist_as`]).
+    owner: Option<String>,
+    /// Changes not yet taken by [`Outbox::take_changes`].
+    changes: Vec<Change>,
 }
 
 impl Outbox {
@@ -151,44 +210,182 @@ impl Outbox {
             batches: VecDeque::new(),
             report: Report::default(),
             stopped: false,
+            owner: None,
+            changes: Vec::new(),
         }
     }
 
-    /// Queues an event given as its JSON (see [`crate::wire::Event`]). When
-    /// the outbox is full the oldest waiting events are dropped (and counted)
-    /// to make room; the second value says how many.
-    pub fn push(&mut self, event_json: String, now: i64) -> (Push, usize) {
-        let mut dropped = 0;
-        while self.pending() >= self.limits.max_queue_events && self.drop_oldest() {
-            dropped += 1;
+    /// Starts recording changes for storage, as the page `owner`. What is
+    /// already pending (tracked before storage opened) is recorded at once.
+    pub fn persist_as(&mut self, owner: impl Into<String>) {
+        self.owner = Some(owner.into());
+        for at in 0..self.batches.len() {
+            self.put_batch(at);
         }
-        (self.push_kept(event_json, now), dropped)
+        for at in 0..self.queue.len() {
+            self.put_queued(at);
+        }
     }
 
-    fn push_kept(&mut self, event_json: String, now: i64) -> Push {
+    /// The changes to write to storage since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn put_queued(&mut self, at: usize) {
+        let Some(owner) = &self.owner else { return };
+        let q = &self.queue[at];
+        let record =
+            Record { id: q.id.clone(), owner: owner.clone(), json: q.json.clone(), at: q.queued_at, batch: None };
+        self.changes.push(Change::Put(record));
+    }
+
+    /// Records every event of `batches[at]` with the batch's current state.
+    fn put_batch(&mut self, at: usize) {
+        let Some(owner) = &self.owner else { return };
+        let formed = &self.batches[at];
+        let mark = Mark {
+            id: formed.batch_id.clone(),
+            attempt: formed.attempt,
+            first: formed.first_sent_at,
+            last: formed.last_sent_at,
+            state: formed.state.clone(),
+        };
+        for q in &formed.events {
+            let record = Record {
+                id: q.id.clone(),
+                owner: owner.clone(),
+                json: q.json.clone(),
+                at: q.queued_at,
+                batch: Some(mark.clone()),
+            };
+            self.changes.push(Change::Put(record));
+        }
+    }
+
+    fn forget(&mut self, events: &[Queued]) {
+        if self.owner.is_some() {
+            self.changes.extend(events.iter().map(|q| Change::Delete(q.id.clone())));
+        }
+    }
+
+    /// Queues event `id` given as its JSON (see [`crate::wire::Event`]). When
+    /// the outbox is full (events or bytes) the oldest waiting events are
+    /// dropped (and counted) to make room; the second value says how many.
+    pub fn push(&mut self, id: String, event_json: String, now: i64) -> (Push, usize) {
+        let dropped = self.make_room(1, event_json.len() + 1);
         self.queued_bytes += event_json.len() + 1;
-        self.queue.push_back(Queued { json: event_json, queued_at: now });
-        if self.queue.len() >= self.limits.flush_at || self.queued_bytes + ENVELOPE_BYTES >= self.limits.max_batch_bytes
+        self.queue.push_back(Queued { id, json: event_json, queued_at: now });
+        self.put_queued(self.queue.len() - 1);
+        let push = if self.queue.len() >= self.limits.flush_at
+            || self.queued_bytes + ENVELOPE_BYTES >= self.limits.max_batch_bytes
         {
             Push::SendNow
         } else {
             Push::SendAt(self.queue[0].queued_at + self.limits.flush_interval_ms as i64)
-        }
+        };
+        (push, dropped)
     }
 
-    fn drop_oldest(&mut self) -> bool {
-        // Never touch the batch in flight: its answer is on its way.
-        let waiting = self.batches.iter_mut().find(|b| b.state != State::InFlight);
-        if let Some(formed) = waiting {
-            formed.events.remove(0);
-            self.batches.retain(|b| !b.events.is_empty());
-        } else if let Some(q) = self.queue.pop_front() {
-            self.queued_bytes -= q.json.len() + 1;
-        } else {
-            return false;
+    /// Drops the oldest waiting events until `events` more events of `bytes`
+    /// in all fit in the limits; returns how many were dropped.
+    fn make_room(&mut self, events: usize, bytes: usize) -> usize {
+        let mut dropped = 0;
+        let mut held = self.pending_bytes();
+        while self.pending() + events > self.limits.max_queue_events || held + bytes > self.limits.max_queue_bytes {
+            match self.drop_oldest() {
+                Some(size) => held -= size,
+                None => break,
+            }
+            dropped += 1;
+            self.report.dropped_why = Some(DROPPED_FULL);
         }
+        dropped
+    }
+
+    /// Bytes of event JSON pending, as counted against `max_queue_bytes`.
+    pub fn pending_bytes(&self) -> usize {
+        self.queued_bytes + self.batches.iter().flat_map(|b| &b.events).map(|q| q.json.len() + 1).sum::<usize>()
+    }
+
+    /// Drops the oldest event not in flight; returns its size.
+    fn drop_oldest(&mut self) -> Option<usize> {
+        // Never touch the batch in flight: its answer is on its way.
+        let waiting = self.batches.iter().position(|b| b.state != State::InFlight);
+        let dropped = if let Some(at) = waiting {
+            let q = self.batches[at].events.remove(0);
+            if self.batches[at].events.is_empty() {
+                self.batches.remove(at);
+            }
+            q
+        } else {
+            let q = self.queue.pop_front()?;
+            self.queued_bytes -= q.json.len() + 1;
+            q
+        };
+        self.forget(std::slice::from_ref(&dropped));
         self.report.dropped += 1;
-        true
+        Some(dropped.json.len() + 1)
+    }
+
+    /// Takes over `records` left in storage by pages that are gone: each
+    /// batch keeps its id, attempt count and schedule (one that was in flight
+    /// waits [`LEASE_MS`] after its last send, for the request that may still
+    /// be on its way), and the events are recorded again as this page's.
+    /// Records already here are skipped. Returns how many were adopted.
+    pub fn adopt(&mut self, mut records: Vec<Record>) -> usize {
+        let mut known: HashSet<String> =
+            self.queue.iter().chain(self.batches.iter().flat_map(|b| &b.events)).map(|q| q.id.clone()).collect();
+        // `insert` is false for an id seen before: here, or earlier in `records`.
+        records.retain(|r| known.insert(r.id.clone()));
+        records.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        let adopted = records.len();
+        let mut formed: Vec<Formed> = Vec::new();
+        let mut queued: Vec<Queued> = Vec::new();
+        for r in records {
+            let q = Queued { id: r.id, json: r.json, queued_at: r.at };
+            let Some(mark) = r.batch else {
+                queued.push(q);
+                continue;
+            };
+            if let Some(batch) = formed.iter_mut().find(|b| b.batch_id == mark.id) {
+                batch.events.push(q);
+                continue;
+            }
+            let state = match mark.state {
+                State::InFlight => State::Waiting { until: mark.last.saturating_add(LEASE_MS), server: false },
+                other => other,
+            };
+            formed.push(Formed {
+                batch_id: mark.id,
+                attempt: mark.attempt,
+                events: vec![q],
+                first_sent_at: mark.first,
+                last_sent_at: mark.last,
+                state,
+            });
+        }
+        // Adopted batches go first (they are older), but after any batch of
+        // ours already in flight: only the front batch is sent normally.
+        let at = self.batches.iter().take_while(|b| b.state == State::InFlight).count();
+        for (i, batch) in formed.into_iter().enumerate() {
+            self.batches.insert(at + i, batch);
+            self.put_batch(at + i);
+        }
+        let first_new = queued.len();
+        queued.extend(self.queue.drain(..));
+        // Stable: our own events keep their order among equal times.
+        queued.sort_by_key(|q| q.queued_at);
+        self.queued_bytes = queued.iter().map(|q| q.json.len() + 1).sum();
+        let ours: HashSet<String> = queued[first_new..].iter().map(|q| q.id.clone()).collect();
+        self.queue = queued.into();
+        for at in 0..self.queue.len() {
+            if !ours.contains(&self.queue[at].id) {
+                self.put_queued(at);
+            }
+        }
+        self.make_room(0, 0);
+        adopted
     }
 
     /// The next request to make at `now`, if any. `flush_since` is the start
@@ -231,12 +428,16 @@ impl Outbox {
         front.attempt += 1;
         front.first_sent_at.get_or_insert(now);
         front.last_sent_at = now;
-        Some(Outgoing {
+        let out = Outgoing {
             batch_id: front.batch_id.clone(),
             attempt: front.attempt,
             events: front.events.len(),
             body: body(&self.write_key, front, now),
-        })
+        };
+        // Stored as in flight before the request leaves: a page that takes
+        // these events over later waits out the lease instead of racing it.
+        self.put_batch(0);
+        Some(out)
     }
 
     fn due(&self, now: i64, force: bool) -> bool {
@@ -283,13 +484,16 @@ impl Outbox {
         let events = front.events.len();
         let verdict = classify(status);
         if self.stopped && verdict != Verdict::Delivered && verdict != Verdict::Reject {
-            self.batches.remove(at);
+            let formed = self.batches.remove(at).expect("batch exists");
+            self.forget(&formed.events);
             self.report.dropped += events as u64;
+            self.report.dropped_why = Some(DROPPED_OPT_OUT);
             return Answer::Dropped { events };
         }
         match verdict {
             Verdict::Delivered => {
-                self.batches.remove(at);
+                let formed = self.batches.remove(at).expect("batch exists");
+                self.forget(&formed.events);
                 self.report.sent += events as u64;
                 Answer::Delivered { events }
             }
@@ -303,6 +507,7 @@ impl Outbox {
                     return self.fail(at, format!("gave up after {attempt} attempts over {} s", (now - first) / 1000));
                 }
                 front.state = State::Waiting { until: due, server: hint.is_some() };
+                self.put_batch(at);
                 Answer::RetryAt { at: due, attempt }
             }
             Verdict::Split if events > 1 => {
@@ -321,6 +526,8 @@ impl Outbox {
                     };
                     self.batches.insert(at, half);
                 }
+                self.put_batch(at);
+                self.put_batch(at + 1);
                 Answer::Split
             }
             Verdict::Split => self.fail(at, "the relay refused a single event as too large (413)".into()),
@@ -342,6 +549,7 @@ impl Outbox {
         let formed = &mut self.batches[at];
         formed.attempt -= 1;
         formed.state = State::Ready;
+        self.put_batch(at);
         true
     }
 
@@ -391,6 +599,7 @@ impl Outbox {
                 events: formed.events.len(),
                 body,
             });
+            self.put_batch(i - 1);
         }
         out
     }
@@ -398,6 +607,7 @@ impl Outbox {
     fn fail(&mut self, at: usize, why: String) -> Answer {
         let formed = self.batches.remove(at).expect("batch exists");
         let events = formed.events.len();
+        self.forget(&formed.events);
         self.report.failed += events as u64;
         Answer::Failed { events, why }
     }
@@ -428,8 +638,9 @@ impl Outbox {
     pub fn stop(&mut self) -> usize {
         self.stopped = true;
         let mut dropped = 0;
-        while self.drop_oldest() {
+        while self.drop_oldest().is_some() {
             dropped += 1;
+            self.report.dropped_why = Some(DROPPED_OPT_OUT);
         }
         dropped
     }
@@ -441,9 +652,8 @@ impl Outbox {
 
     /// Counts since the previous report, with the current pending count.
     pub fn take_report(&mut self) -> Report {
-        let report = Report { pending: self.pending() as u64, ..self.report };
-        self.report = Report::default();
-        report
+        let report = std::mem::take(&mut self.report);
+        Report { pending: self.pending() as u64, ..report }
     }
 }
 
@@ -488,6 +698,7 @@ mod tests {
             flush_interval_ms: 5000,
             max_batch_bytes: 48 * 1024,
             max_queue_events: 1000,
+            max_queue_bytes: 2 << 20,
             retry: RetryPolicy::default(),
         }
     }
@@ -515,7 +726,7 @@ mod tests {
     fn fill(o: &mut Outbox, count: usize, pad: usize, now: i64) -> Push {
         let mut last = Push::SendAt(0);
         for n in 0..count {
-            last = o.push(event(n, pad), now).0;
+            last = o.push(format!("e{}", n), event(n, pad), now).0;
         }
         last
     }
@@ -525,7 +736,7 @@ mod tests {
         let mut o = Outbox::new(limits(), "pk");
         assert_eq!(fill(&mut o, 19, 0, 1000), Push::SendAt(6000));
         assert_eq!(o.next_send(1000, None, &mut ids()), None, "19 events wait for the timer");
-        assert_eq!(o.push(event(19, 0), 1001), (Push::SendNow, 0));
+        assert_eq!(o.push(format!("e{}", 19), event(19, 0), 1001), (Push::SendNow, 0));
         let out = o.next_send(1001, None, &mut ids()).unwrap();
         assert_eq!((out.events, out.attempt), (20, 1));
         let batch: Batch = serde_json::from_str(&out.body).unwrap();
@@ -546,7 +757,7 @@ mod tests {
     #[test]
     fn flushes_before_the_body_reaches_48_kb() {
         let mut o = Outbox::new(limits(), "pk");
-        let pushes: Vec<Push> = (0..6).map(|n| o.push(event(n, 10_000), 0).0).collect();
+        let pushes: Vec<Push> = (0..6).map(|n| o.push(format!("e{}", n), event(n, 10_000), 0).0).collect();
         let first_now = pushes.iter().position(|p| *p == Push::SendNow).unwrap();
         assert_eq!(first_now, 4, "the fifth ~11 KB event passes the 48 KB threshold");
         let mut ids = ids();
@@ -575,7 +786,7 @@ mod tests {
         let all: Vec<String> = [ids_of(&a), ids_of(&b), ids_of(&c)].concat();
         assert_eq!(all, (0..45).map(|n| format!("e{n}")).collect::<Vec<_>>());
         assert_eq!(o.on_answer(&c.batch_id, Some(202), None, 3, 0.5, &mut ids), Answer::Delivered { events: 5 });
-        assert_eq!(o.take_report(), Report { sent: 45, failed: 0, pending: 0, dropped: 0 });
+        assert_eq!(o.take_report(), Report { sent: 45, ..Report::default() });
     }
 
     #[test]
@@ -654,7 +865,7 @@ mod tests {
         }
         assert!(now <= 5000 + 24 * 3600 * 1000);
         assert!((1440..1460).contains(&attempts), "about one attempt a minute for a day: {attempts}");
-        assert_eq!(o.take_report(), Report { sent: 0, failed: 2, pending: 0, dropped: 0 });
+        assert_eq!(o.take_report(), Report { failed: 2, ..Report::default() });
     }
 
     #[test]
@@ -680,7 +891,7 @@ mod tests {
         let d = o.next_send(0, None, &mut ids).unwrap();
         assert_eq!(ids_of(&d), ["e3", "e4"]);
         o.on_answer(&d.batch_id, Some(200), None, 0, 0.5, &mut ids);
-        assert_eq!(o.take_report(), Report { sent: 4, failed: 1, pending: 0, dropped: 0 });
+        assert_eq!(o.take_report(), Report { sent: 4, failed: 1, ..Report::default() });
     }
 
     #[test]
@@ -693,7 +904,7 @@ mod tests {
             panic!()
         };
         assert!(why.contains("400"));
-        assert_eq!(o.take_report(), Report { sent: 0, failed: 4, pending: 0, dropped: 0 });
+        assert_eq!(o.take_report(), Report { failed: 4, ..Report::default() });
         assert_eq!(o.take_report(), Report::default(), "a report covers what happened since the last one");
     }
 
@@ -703,7 +914,7 @@ mod tests {
         fill(&mut o, 5, 0, 0);
         let mut ids = ids();
         let inflight = o.next_send(0, Some(0), &mut ids).unwrap();
-        let dropped: usize = (5..17).map(|n| o.push(event(n, 0), 0).1).sum();
+        let dropped: usize = (5..17).map(|n| o.push(format!("e{}", n), event(n, 0), 0).1).sum();
         assert_eq!(dropped, 7, "push says how many it dropped");
         assert_eq!(o.pending(), 10);
         o.on_answer(&inflight.batch_id, Some(202), None, 0, 0.5, &mut ids);
@@ -713,7 +924,10 @@ mod tests {
             (12..17).map(|n| format!("e{n}")).collect::<Vec<_>>(),
             "the in-flight batch is never dropped"
         );
-        assert_eq!(o.take_report(), Report { sent: 5, failed: 0, pending: 5, dropped: 7 });
+        assert_eq!(
+            o.take_report(),
+            Report { sent: 5, pending: 5, dropped: 7, dropped_why: Some(DROPPED_FULL), ..Report::default() }
+        );
     }
 
     #[test]
@@ -725,7 +939,7 @@ mod tests {
         fill(&mut o, 2, 0, 1);
         assert_eq!(o.stop(), 2, "waiting events are dropped at once");
         assert_eq!(o.on_answer(&out.batch_id, Some(503), None, 5, 0.5, &mut ids), Answer::Dropped { events: 3 });
-        assert_eq!(o.take_report(), Report { sent: 0, failed: 0, pending: 0, dropped: 5 });
+        assert_eq!(o.take_report(), Report { dropped: 5, dropped_why: Some(DROPPED_OPT_OUT), ..Report::default() });
         o.resume();
         fill(&mut o, 1, 0, 10);
         let out = o.next_send(10, Some(10), &mut ids).unwrap();
@@ -797,5 +1011,128 @@ mod tests {
         assert!(o.in_flight());
         assert_eq!(o.on_answer(&out.batch_id, Some(202), None, 0, 0.5, &mut ids), Answer::Delivered { events: 1 });
         assert_eq!(o.on_answer(&out.batch_id, Some(202), None, 0, 0.5, &mut ids), Answer::Unknown);
+    }
+
+    /// Storage as the browser layer keeps it: the changes applied in order.
+    fn apply(store: &mut std::collections::BTreeMap<String, Record>, o: &mut Outbox) {
+        for change in o.take_changes() {
+            match change {
+                Change::Put(r) => drop(store.insert(r.id.clone(), r)),
+                Change::Delete(id) => drop(store.remove(&id)),
+            }
+        }
+    }
+
+    #[test]
+    fn storage_holds_exactly_the_unacknowledged_events_with_their_batch() {
+        let mut store = Default::default();
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 3, 0, 0);
+        assert!(o.take_changes().is_empty(), "nothing is recorded before persist_as");
+        o.persist_as("page-a");
+        fill(&mut o, 2, 0, 1); // ids e0, e1 again: one record per id
+        apply(&mut store, &mut o);
+        assert_eq!(store.len(), 3);
+        assert!(store.values().all(|r| r.owner == "page-a" && r.batch.is_none()));
+        let mut ids = ids();
+        let out = o.next_send(10, Some(10), &mut ids).unwrap();
+        apply(&mut store, &mut o);
+        let mark = store["e0"].batch.clone().unwrap();
+        assert_eq!((mark.id.as_str(), mark.attempt, mark.state), (out.batch_id.as_str(), 1, State::InFlight));
+        o.on_answer(&out.batch_id, Some(503), None, 20, 0.5, &mut ids);
+        apply(&mut store, &mut o);
+        assert_eq!(store["e1"].batch.as_ref().unwrap().state, State::Waiting { until: 520, server: false });
+        let again = o.next_send(520, None, &mut ids).unwrap();
+        o.on_answer(&again.batch_id, Some(202), None, 530, 0.5, &mut ids);
+        apply(&mut store, &mut o);
+        assert!(store.is_empty(), "acknowledged events are forgotten: {store:?}");
+    }
+
+    #[test]
+    fn a_later_page_resends_a_stored_batch_with_its_id_and_the_next_attempt() {
+        let mut store = Default::default();
+        let mut a = Outbox::new(limits(), "pk");
+        a.persist_as("page-a");
+        fill(&mut a, 3, 0, 0);
+        let mut ids = ids();
+        let out = a.next_send(0, Some(0), &mut ids).unwrap();
+        a.on_answer(&out.batch_id, Some(500), None, 100, 0.5, &mut ids);
+        for n in 10..12 {
+            a.push(format!("e{n}"), event(n, 0), 200);
+        }
+        apply(&mut store, &mut a);
+        drop(a); // the page is gone
+
+        let mut b = Outbox::new(limits(), "pk");
+        b.persist_as("page-b");
+        b.push("mine".into(), event(99, 0), 300);
+        let mut records: Vec<Record> = store.values().cloned().collect();
+        records.push(records[0].clone());
+        assert_eq!(b.adopt(records), 5, "a record seen twice is adopted once");
+        apply(&mut store, &mut b);
+        assert!(store.values().all(|r| r.owner == "page-b"), "adopted events are this page's now");
+        assert!(b.next_send(599, None, &mut ids).is_none(), "the stored schedule holds: retry due at 600");
+        let resent = b.next_send(600, None, &mut ids).unwrap();
+        assert_eq!((resent.batch_id.as_str(), resent.attempt), (out.batch_id.as_str(), 2));
+        assert_eq!(ids_of(&resent), ids_of(&out), "same events, same ids");
+        b.on_answer(&resent.batch_id, Some(202), None, 610, 0.5, &mut ids);
+        let rest = b.next_send(610, Some(610), &mut ids).unwrap();
+        assert_eq!(ids_of(&rest), ["e10", "e11", "e99"], "then the rest, oldest first");
+    }
+
+    #[test]
+    fn a_batch_stored_in_flight_waits_out_the_lease_before_it_is_sent_again() {
+        let mut store = Default::default();
+        let mut a = Outbox::new(limits(), "pk");
+        a.persist_as("page-a");
+        fill(&mut a, 30, 0, 0);
+        let mut ids = ids();
+        let hidden = a.drain_for_hide(1000, 60 * 1024, &mut ids);
+        assert!(!hidden.is_empty());
+        apply(&mut store, &mut a);
+        let mut b = Outbox::new(limits(), "pk");
+        b.persist_as("page-b");
+        b.adopt(store.values().cloned().collect());
+        assert!(b.next_send(1000 + LEASE_MS - 1, Some(1000), &mut ids).is_none(), "a flush does not race the lease");
+        let resent = b.next_send(1000 + LEASE_MS, None, &mut ids).unwrap();
+        assert_eq!((resent.batch_id.as_str(), resent.attempt), (hidden[0].batch_id.as_str(), 2));
+    }
+
+    #[test]
+    fn adopted_events_go_before_this_pages_events_and_respect_the_limits() {
+        let mut store = Default::default();
+        let mut a = Outbox::new(limits(), "pk");
+        a.persist_as("page-a");
+        fill(&mut a, 8, 0, 0);
+        apply(&mut store, &mut a);
+        let mut b = Outbox::new(Limits { max_queue_events: 10, ..limits() }, "pk");
+        b.persist_as("page-b");
+        for n in 100..105 {
+            b.push(format!("e{n}"), event(n, 0), 50);
+        }
+        let mut ids = ids();
+        let inflight = b.next_send(50, Some(50), &mut ids).unwrap();
+        for n in 105..108 {
+            b.push(format!("e{n}"), event(n, 0), 60);
+        }
+        assert_eq!(b.adopt(store.values().cloned().collect()), 8);
+        assert_eq!(b.pending(), 10, "16 pending, the oldest 6 not in flight dropped");
+        let report = b.take_report();
+        assert_eq!((report.dropped, report.dropped_why), (6, Some(DROPPED_FULL)));
+        apply(&mut store, &mut b);
+        assert!(!store.contains_key("e0") && store.contains_key("e6"), "dropped events leave storage too");
+        b.on_answer(&inflight.batch_id, Some(202), None, 70, 0.5, &mut ids);
+        let next = b.next_send(70, Some(70), &mut ids).unwrap();
+        assert_eq!(ids_of(&next), ["e6", "e7", "e105", "e106", "e107"], "older events first");
+    }
+
+    #[test]
+    fn the_byte_limit_drops_the_oldest_events() {
+        let mut o = Outbox::new(Limits { max_queue_bytes: 40_000, ..limits() }, "pk");
+        let size = event(0, 10_000).len() + 1;
+        let dropped: usize = (0..5).map(|n| o.push(format!("e{n}"), event(n, 10_000), 0).1).sum();
+        assert_eq!(dropped, 5 - 40_000 / size);
+        assert!(o.pending_bytes() <= 40_000);
+        assert_eq!(o.take_report().dropped_why, Some(DROPPED_FULL));
     }
 }

@@ -320,7 +320,7 @@ impl Tracker {
         if json.len() > MAX_EVENT_BYTES {
             return Err(Error::TooLarge { field: "properties".into(), size: json.len(), limit: MAX_EVENT_BYTES });
         }
-        let (push, dropped) = self.outbox.push(json, now);
+        let (push, dropped) = self.outbox.push(event.id.clone(), json, now);
         Ok(Tracked::Queued { id: event.id, push, dropped })
     }
 
