@@ -12,6 +12,8 @@ export interface Options {
   maxBatchBytes?: number;
   /** Most events kept waiting; the oldest are dropped beyond it. Default 1000. */
   maxQueueEvents?: number;
+  /** Most bytes of events kept waiting (in memory and in storage); the oldest are dropped beyond it. Default 2 MB. */
+  maxQueueBytes?: number;
   /** A session ends after this long without events. Default 1800000 (30 min). */
   sessionTimeout?: number;
   /** Capture `data-cuecast-*` elements automatically. Default true. */
@@ -85,6 +87,8 @@ export interface FlushReport {
   pending: number;
   /** Events dropped before sending: queue full, or opt-out. */
   dropped: number;
+  /** Why the last events were dropped, when any were (queue full, opt-out). */
+  droppedWhy?: string;
 }
 
 /**

@@ -16,6 +16,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::config::{Config, ENVELOPE_BYTES};
 use crate::retry::{classify, RetryPolicy, Verdict};
@@ -76,12 +77,61 @@ pub struct Mark {
     pub state: State,
 }
 
+impl Record {
+    /// Reads a record back from its stored JSON; `None` for anything that
+    /// is not one (a corrupt or foreign entry is skipped, never sent).
+    pub fn from_json(v: &Value) -> Option<Record> {
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let batch = match v.get("batch") {
+            None | Some(Value::Null) => None,
+            Some(m) => {
+                let state = match m.get("state")? {
+                    Value::String(s) if s == "Ready" => State::Ready,
+                    Value::String(s) if s == "InFlight" => State::InFlight,
+                    w => {
+                        let w = w.get("Waiting")?;
+                        State::Waiting { until: w.get("until")?.as_i64()?, server: w.get("server")?.as_bool()? }
+                    }
+                };
+                Some(Mark {
+                    id: text(m, "id")?,
+                    attempt: u32::try_from(m.get("attempt")?.as_u64()?).ok()?,
+                    first: m.get("first").and_then(Value::as_i64),
+                    last: m.get("last")?.as_i64()?,
+                    state,
+                })
+            }
+        };
+        Some(Record {
+            id: text(v, "id")?,
+            owner: text(v, "owner")?,
+            json: text(v, "json")?,
+            at: v.get("at")?.as_i64()?,
+            batch,
+        })
+    }
+}
+
 /// What to write to storage.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Put(Record),
-    /// The event was acknowledged, refused or dropped: forget it.
-    Delete(String),
+    /// The event was acknowledged, refused or dropped, or another page took
+    /// it over: forget the record stored under `owner`.
+    Delete {
+        owner: String,
+        id: String,
+    },
+}
+
+/// The storage namespace of one relay and write key: events queued for one
+/// are never sent to another, and the key stays short (FNV-1a, 64 bits).
+pub fn storage_scope(write_key: &str, endpoint: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in write_key.bytes().chain([0]).chain(endpoint.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// What a [`Outbox::push`] asks of the caller.
@@ -264,9 +314,21 @@ impl Outbox {
     }
 
     fn forget(&mut self, events: &[Queued]) {
-        if self.owner.is_some() {
-            self.changes.extend(events.iter().map(|q| Change::Delete(q.id.clone())));
+        let Some(owner) = &self.owner else { return };
+        self.changes.extend(events.iter().map(|q| Change::Delete { owner: owner.clone(), id: q.id.clone() }));
+    }
+
+    /// Removes, without counting them, the events not in `ours`: another page
+    /// took them over while this one was frozen (back/forward cache).
+    pub fn keep_only(&mut self, ours: &HashSet<String>) {
+        self.queue.retain(|q| ours.contains(&q.id));
+        self.queued_bytes = self.queue.iter().map(|q| q.json.len() + 1).sum();
+        for formed in &mut self.batches {
+            if formed.state != State::InFlight {
+                formed.events.retain(|q| ours.contains(&q.id));
+            }
         }
+        self.batches.retain(|b| !b.events.is_empty());
     }
 
     /// Queues event `id` given as its JSON (see [`crate::wire::Event`]). When
@@ -338,7 +400,11 @@ impl Outbox {
             self.queue.iter().chain(self.batches.iter().flat_map(|b| &b.events)).map(|q| q.id.clone()).collect();
         // `insert` is false for an id seen before: here, or earlier in `records`.
         records.retain(|r| known.insert(r.id.clone()));
-        records.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        records.sort_unstable_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        if self.owner.is_some() {
+            let gone = records.iter().map(|r| Change::Delete { owner: r.owner.clone(), id: r.id.clone() });
+            self.changes.extend(gone);
+        }
         let adopted = records.len();
         let mut formed: Vec<Formed> = Vec::new();
         let mut queued: Vec<Queued> = Vec::new();
@@ -375,7 +441,7 @@ impl Outbox {
         let first_new = queued.len();
         queued.extend(self.queue.drain(..));
         // Stable: our own events keep their order among equal times.
-        queued.sort_by_key(|q| q.queued_at);
+        queued.sort_unstable_by_key(|q| q.queued_at);
         self.queued_bytes = queued.iter().map(|q| q.json.len() + 1).sum();
         let ours: HashSet<String> = queued[first_new..].iter().map(|q| q.id.clone()).collect();
         self.queue = queued.into();
@@ -1017,8 +1083,8 @@ mod tests {
     fn apply(store: &mut std::collections::BTreeMap<String, Record>, o: &mut Outbox) {
         for change in o.take_changes() {
             match change {
-                Change::Put(r) => drop(store.insert(r.id.clone(), r)),
-                Change::Delete(id) => drop(store.remove(&id)),
+                Change::Put(r) => drop(store.insert(format!("{}:{}", r.owner, r.id), r)),
+                Change::Delete { owner, id } => drop(store.remove(&format!("{owner}:{id}"))),
             }
         }
     }
@@ -1037,11 +1103,11 @@ mod tests {
         let mut ids = ids();
         let out = o.next_send(10, Some(10), &mut ids).unwrap();
         apply(&mut store, &mut o);
-        let mark = store["e0"].batch.clone().unwrap();
+        let mark = store["page-a:e0"].batch.clone().unwrap();
         assert_eq!((mark.id.as_str(), mark.attempt, mark.state), (out.batch_id.as_str(), 1, State::InFlight));
         o.on_answer(&out.batch_id, Some(503), None, 20, 0.5, &mut ids);
         apply(&mut store, &mut o);
-        assert_eq!(store["e1"].batch.as_ref().unwrap().state, State::Waiting { until: 520, server: false });
+        assert_eq!(store["page-a:e1"].batch.as_ref().unwrap().state, State::Waiting { until: 520, server: false });
         let again = o.next_send(520, None, &mut ids).unwrap();
         o.on_answer(&again.batch_id, Some(202), None, 530, 0.5, &mut ids);
         apply(&mut store, &mut o);
@@ -1071,6 +1137,7 @@ mod tests {
         assert_eq!(b.adopt(records), 5, "a record seen twice is adopted once");
         apply(&mut store, &mut b);
         assert!(store.values().all(|r| r.owner == "page-b"), "adopted events are this page's now");
+        assert_eq!(store.len(), 6);
         assert!(b.next_send(599, None, &mut ids).is_none(), "the stored schedule holds: retry due at 600");
         let resent = b.next_send(600, None, &mut ids).unwrap();
         assert_eq!((resent.batch_id.as_str(), resent.attempt), (out.batch_id.as_str(), 2));
@@ -1120,10 +1187,58 @@ mod tests {
         let report = b.take_report();
         assert_eq!((report.dropped, report.dropped_why), (6, Some(DROPPED_FULL)));
         apply(&mut store, &mut b);
-        assert!(!store.contains_key("e0") && store.contains_key("e6"), "dropped events leave storage too");
+        assert!(store.keys().all(|k| k.starts_with("page-b:")), "adopted records move: {store:?}");
+        assert!(!store.contains_key("page-b:e0") && store.contains_key("page-b:e6"), "dropped events leave storage");
         b.on_answer(&inflight.batch_id, Some(202), None, 70, 0.5, &mut ids);
         let next = b.next_send(70, Some(70), &mut ids).unwrap();
         assert_eq!(ids_of(&next), ["e6", "e7", "e105", "e106", "e107"], "older events first");
+    }
+
+    #[test]
+    fn records_read_back_as_written() {
+        let mut o = Outbox::new(limits(), "pk");
+        o.persist_as("page-a");
+        fill(&mut o, 3, 0, 0);
+        let mut ids = ids();
+        let out = o.next_send(0, Some(0), &mut ids).unwrap();
+        o.on_answer(&out.batch_id, Some(429), Some(3000), 5, 0.5, &mut ids);
+        fill(&mut o, 1, 0, 9);
+        let changes = o.take_changes();
+        let records: Vec<&Record> =
+            changes.iter().filter_map(|c| if let Change::Put(r) = c { Some(r) } else { None }).collect();
+        assert!(records
+            .iter()
+            .any(|r| r.batch.as_ref().is_some_and(|m| matches!(m.state, State::Waiting { server: true, .. }))));
+        assert!(records.iter().any(|r| r.batch.is_none()));
+        for r in records {
+            let stored = serde_json::to_value(r).unwrap();
+            assert_eq!(Record::from_json(&stored).as_ref(), Some(r));
+        }
+        assert_eq!(Record::from_json(&serde_json::json!({"id": "x", "owner": "p"})), None, "not a record");
+    }
+
+    #[test]
+    fn scopes_separate_relays_and_keys() {
+        let a = storage_scope("pk_a", "https://relay.example.com/v1/batch");
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, storage_scope("pk_a", "https://relay.example.com/v1/batch"));
+        assert_ne!(a, storage_scope("pk_b", "https://relay.example.com/v1/batch"));
+        assert_ne!(a, storage_scope("pk_a", "https://other.example.com/v1/batch"));
+        assert_ne!(storage_scope("ab", "c"), storage_scope("a", "bc"), "the separator counts");
+    }
+
+    #[test]
+    fn a_page_back_from_the_cache_lets_go_of_events_another_page_took() {
+        let mut o = Outbox::new(limits(), "pk");
+        o.persist_as("page-a");
+        fill(&mut o, 25, 0, 0);
+        let mut ids = ids();
+        let out = o.next_send(0, Some(0), &mut ids).unwrap();
+        let ours: HashSet<String> = ["e3", "e21", "e24"].iter().map(|s| s.to_string()).collect();
+        o.keep_only(&ours);
+        assert_eq!(o.pending(), 20 + 2, "the batch in flight stays: its answer is on its way");
+        o.on_answer(&out.batch_id, Some(202), None, 1, 0.5, &mut ids);
+        assert_eq!(ids_of(&o.next_send(1, Some(1), &mut ids).unwrap()), ["e21", "e24"]);
     }
 
     #[test]

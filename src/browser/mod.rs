@@ -7,16 +7,18 @@
 mod capture;
 mod convert;
 mod page;
+mod persist;
 mod transport;
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use gloo_timers::callback::Timeout;
-use js_sys::{Promise, Reflect};
+use js_sys::{Function, Promise, Reflect};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -26,11 +28,12 @@ use web_sys::Window;
 use crate::config::Config;
 use crate::error::Error;
 use crate::events;
-use crate::outbox::{Answer, Outgoing, Push};
+use crate::outbox::{storage_scope, Answer, Outgoing, Push};
 use crate::retry::parse_retry_after;
 use crate::tracker::{Env, Identity, Tracked, Tracker};
 use capture::{Captured, Listeners};
 use page::{log, BrowserEnv, Listener, StaticContext, Store};
+use persist::{Locks, Shelf};
 
 /// Where the identity (anonymous id, user, session, opt-out) is kept.
 const IDENTITY_KEY: &str = "cuecast:v1:identity";
@@ -69,6 +72,18 @@ struct Inner {
     _hide: Vec<Listener>,
     /// Body bytes of keepalive requests in flight (see [`KEEPALIVE_BUDGET`]).
     keepalive_bytes: usize,
+    /// Where queued events are kept (memory until storage has opened).
+    shelf: Rc<Shelf>,
+    /// This page's id: the owner of the events it stores.
+    page: String,
+    /// Storage is open and events left by earlier pages are adopted: sending may start.
+    ready: bool,
+    /// Web Locks, where the page has them (see `persist`).
+    locks: Option<Locks>,
+    /// Lets go of this page's lock (before entering the back/forward cache).
+    release: Option<Function>,
+    /// Other pages whose end we wait for, to adopt what they leave.
+    watched: HashSet<String>,
 }
 
 thread_local! {
@@ -119,6 +134,8 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
     let mut env = BrowserEnv::new(&window);
     let store = Store::open(&window);
     let stored = store.load(IDENTITY_KEY).and_then(|v| Identity::from_json(&v));
+    let scope = storage_scope(&config.write_key, &config.endpoint);
+    let page_id = env.uuid_v7();
     let tracker = Tracker::new(config, stored, &mut env);
     let debug = tracker.config.debug;
     let auto_capture =
@@ -145,6 +162,12 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         _online: None,
         _hide: Vec::new(),
         keepalive_bytes: 0,
+        shelf: Rc::new(Shelf::memory(&scope)),
+        page: page_id,
+        ready: false,
+        locks: Locks::get(&window),
+        release: None,
+        watched: HashSet::new(),
     }));
     inner.borrow_mut().persist_identity();
     let weak = Rc::downgrade(&inner);
@@ -167,7 +190,18 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         }));
     }
     let weak = Rc::downgrade(&inner);
-    hide.push(Listener::new(&window, "pagehide", false, move |_| on_hide(&weak)));
+    hide.push(Listener::new(&window, "pagehide", false, move |e| {
+        on_hide(&weak);
+        if persisted(&e) {
+            on_freeze(&weak);
+        }
+    }));
+    let weak = Rc::downgrade(&inner);
+    hide.push(Listener::new(&window, "pageshow", false, move |e| {
+        if let (true, Some(rc)) = (persisted(&e), weak.upgrade()) {
+            spawn_local(on_thaw(rc));
+        }
+    }));
     inner.borrow_mut()._hide = hide;
     if let (true, Some(document)) = (auto_capture, window.document()) {
         let weak = Rc::downgrade(&inner);
@@ -175,7 +209,153 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         inner.borrow_mut().capture = Some(listeners);
     }
     CLIENTS.with_borrow_mut(|clients| clients.push(inner.clone()));
+    spawn_local(open_storage(inner.clone(), scope));
     Ok(Client { inner })
+}
+
+/// Opens storage, takes this page's lock, adopts what pages that are gone
+/// left behind, then starts sending (oldest first).
+async fn open_storage(rc: Rc<RefCell<Inner>>, scope: String) {
+    let window = rc.borrow().window.clone();
+    let shelf = Shelf::open(&window, &scope).await;
+    let shared = shelf.shared();
+    {
+        let mut inner = rc.borrow_mut();
+        log(inner.tracker.config.debug, || format!("events are stored in {}", shelf.kind()));
+        inner.shelf = Rc::new(shelf);
+        if shared {
+            let page = inner.page.clone();
+            inner.tracker.outbox.persist_as(page);
+            inner.save();
+        }
+    }
+    if shared {
+        hold_page_lock(&rc).await;
+        adopt_orphans(&rc).await;
+    }
+    let mut inner = rc.borrow_mut();
+    inner.ready = true;
+    // A flush() called meanwhile waits for this.
+    inner.answered();
+    drop(inner);
+    start_sending(rc);
+}
+
+fn page_lock(scope_prefix: &str, page: &str) -> String {
+    format!("{scope_prefix}page:{page}")
+}
+
+async fn hold_page_lock(rc: &Rc<RefCell<Inner>>) {
+    let (locks, name) = {
+        let inner = rc.borrow();
+        (inner.locks.clone(), page_lock(inner.shelf.prefix(), &inner.page))
+    };
+    if let Some(locks) = locks {
+        let release = locks.hold(&name).await;
+        rc.borrow_mut().release = release;
+    }
+}
+
+/// Takes over the stored events of pages that are gone (see `persist`).
+async fn adopt_orphans(rc: &Rc<RefCell<Inner>>) {
+    let (locks, prefix) = {
+        let inner = rc.borrow();
+        (inner.locks.clone(), inner.shelf.prefix().to_string())
+    };
+    match locks {
+        // Under one lock for the origin: two pages never adopt the same record.
+        Some(locks) => {
+            let adopting = adopt_under_lock(rc.clone(), Some(locks.clone()));
+            locks.with(&format!("{prefix}adopt"), adopting).await;
+        }
+        None => adopt_under_lock(rc.clone(), None).await,
+    }
+}
+
+async fn adopt_under_lock(rc: Rc<RefCell<Inner>>, locks: Option<Locks>) {
+    let (shelf, me) = {
+        let inner = rc.borrow();
+        (inner.shelf.clone(), inner.page.clone())
+    };
+    let held = match &locks {
+        Some(locks) => locks.held().await,
+        None => HashSet::new(),
+    };
+    let mut records = Vec::new();
+    for owner in shelf.owners().await {
+        if owner == me {
+            continue;
+        }
+        if let (Some(locks), true) = (&locks, held.contains(&page_lock(shelf.prefix(), &owner))) {
+            watch(&rc, locks, owner);
+            continue;
+        }
+        records.extend(shelf.records_of(&owner).await);
+    }
+    if records.is_empty() {
+        return;
+    }
+    let written = {
+        let mut inner = rc.borrow_mut();
+        let adopted = inner.tracker.outbox.adopt(records);
+        let debug = inner.tracker.config.debug;
+        log(debug, || format!("took over {adopted} stored event(s) left by earlier or closed pages"));
+        let changes = inner.tracker.outbox.take_changes();
+        inner.shelf.write(changes)
+    };
+    // Rewritten as ours before the adoption lock is let go.
+    if let Some(written) = written {
+        let _ = written.await;
+    }
+}
+
+/// Adopts what page `owner` leaves once it is gone (closed, crashed, frozen).
+fn watch(rc: &Rc<RefCell<Inner>>, locks: &Locks, owner: String) {
+    let mut inner = rc.borrow_mut();
+    if !inner.watched.insert(owner.clone()) {
+        return;
+    }
+    let name = page_lock(inner.shelf.prefix(), &owner);
+    let weak = Rc::downgrade(rc);
+    locks.when_free(&name, move || {
+        let Some(rc) = weak.upgrade() else { return };
+        rc.borrow_mut().watched.remove(&owner);
+        spawn_local(async move {
+            adopt_orphans(&rc).await;
+            start_sending(rc);
+        });
+    });
+}
+
+fn persisted(e: &web_sys::Event) -> bool {
+    e.dyn_ref::<web_sys::PageTransitionEvent>().is_some_and(|e| e.persisted())
+}
+
+/// Entering the back/forward cache: let go of this page's lock (a held lock
+/// keeps a page out of the cache); other pages may adopt its events meanwhile.
+fn on_freeze(weak: &Weak<RefCell<Inner>>) {
+    let Some(rc) = weak.upgrade() else { return };
+    let release = rc.borrow_mut().release.take();
+    if let Some(release) = release {
+        let _ = release.call0(&JsValue::UNDEFINED);
+    }
+}
+
+/// Back from the back/forward cache: take the lock again and let go of the
+/// events another page took over while this one was frozen.
+async fn on_thaw(rc: Rc<RefCell<Inner>>) {
+    if rc.borrow().locks.is_none() || !rc.borrow().shelf.shared() {
+        return;
+    }
+    hold_page_lock(&rc).await;
+    let (shelf, me) = {
+        let inner = rc.borrow();
+        (inner.shelf.clone(), inner.page.clone())
+    };
+    let ours: HashSet<String> = shelf.records_of(&me).await.into_iter().map(|r| r.id).collect();
+    rc.borrow_mut().tracker.outbox.keep_only(&ours);
+    adopt_orphans(&rc).await;
+    start_sending(rc);
 }
 
 /// Another tab stored a new identity (opt-out, login, logout): adopt it.
@@ -257,6 +437,7 @@ impl Client {
         let now = inner.env.now_ms();
         let dropped = inner.tracker.opt_out(now);
         inner.persist_identity();
+        inner.save();
         log(inner.tracker.config.debug, || format!("opted out: {dropped} waiting events dropped"));
     }
 
@@ -304,6 +485,7 @@ impl Client {
             let Inner { tracker, env, window, context, .. } = &mut *inner;
             let tracked = call(tracker, context.context(window), env).map_err(|e| js_error(method, &e))?;
             inner.persist_identity();
+            inner.save();
             tracked
         };
         Ok(after_track(&self.inner, tracked))
@@ -345,6 +527,7 @@ fn on_captured(weak: &Weak<RefCell<Inner>>, captured: Captured) {
     match tracker.track_built_in(captured.event, captured.properties, context.context(window), env) {
         Ok(tracked) => {
             inner.persist_identity();
+            inner.save();
             drop(inner);
             after_track(&rc, tracked);
         }
@@ -365,13 +548,19 @@ async fn send_loop(rc: Rc<RefCell<Inner>>, flush_since: Option<i64>) {
         }
         let next = {
             let mut inner = rc.borrow_mut();
-            let Inner { tracker, env, .. } = &mut *inner;
+            let Inner { tracker, env, ready, .. } = &mut *inner;
             let now = env.now_ms();
-            let out = tracker.outbox.next_send(now, flush_since, &mut || env.uuid_v7());
-            out.map(|o| (o, tracker.config.endpoint.clone(), tracker.config.debug))
+            // Events left by earlier pages go first: wait until they are adopted.
+            let out = if *ready { tracker.outbox.next_send(now, flush_since, &mut || env.uuid_v7()) } else { None };
+            let next = out.map(|o| (o, tracker.config.endpoint.clone(), tracker.config.debug));
+            inner.save();
+            next
         };
         let Some((out, endpoint, debug)) = next else {
-            let waiting = flush_since.is_some() && rc.borrow().tracker.outbox.in_flight();
+            let waiting = {
+                let inner = rc.borrow();
+                flush_since.is_some() && (inner.tracker.outbox.in_flight() || !inner.ready)
+            };
             if waiting {
                 let seen = rc.borrow().answers;
                 NextAnswer { rc: rc.clone(), seen }.await;
@@ -420,7 +609,18 @@ fn on_hide(weak: &Weak<RefCell<Inner>>) {
     let now = env.now_ms();
     let batches = tracker.outbox.drain_for_hide(now, budget, &mut || env.uuid_v7());
     let (endpoint, debug) = (tracker.config.endpoint.clone(), tracker.config.debug);
+    // Stored as in flight first: the next page waits out the lease instead of racing these.
+    inner.save();
     let bytes: usize = batches.iter().map(|b| b.body.len()).sum();
+    if !transport::keepalive_supported() {
+        // No keepalive fetch (older Firefox): sendBeacon survives the page
+        // too, but its answer is never seen, so each batch stays stored as in
+        // flight and is sent again after the lease (the relay drops the
+        // duplicates by event id) unless this page lives to resend it sooner.
+        let queued = batches.iter().filter(|b| transport::beacon(&endpoint, &b.body)).count();
+        log(debug, || format!("page hidden: {queued} of {} batch(es), {bytes} bytes, queued with sendBeacon", batches.len()));
+        return;
+    }
     log(debug, || format!("page hidden: sending {} batch(es), {bytes} bytes, as keepalive requests", batches.len()));
     drop(inner);
     for out in batches {
@@ -438,6 +638,7 @@ fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {
     let now = env.now_ms();
     if reply.status.is_none() && !window_online(window) && tracker.outbox.on_offline(&out.batch_id) {
         log(tracker.config.debug, || format!("offline: batch {} waits for the network (no retry spent)", out.batch_id));
+        inner.save();
         inner.answered();
         return;
     }
@@ -460,6 +661,7 @@ fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {
         }
         Answer::Unknown => {}
     }
+    inner.save();
     inner.answered();
 }
 
@@ -528,6 +730,21 @@ fn start_sending(rc: Rc<RefCell<Inner>>) {
 }
 
 impl Inner {
+    /// Writes the outbox's changes to storage. The writes are issued now; a
+    /// failure (quota, storage gone) leaves the events in memory and, with
+    /// `debug`, says so.
+    fn save(&mut self) {
+        let changes = self.tracker.outbox.take_changes();
+        let Some(written) = self.shelf.write(changes) else { return };
+        if self.tracker.config.debug {
+            spawn_local(async move {
+                if written.await.is_err() {
+                    log(true, || "could not store queued events (quota or storage error); they are kept in memory".into());
+                }
+            });
+        }
+    }
+
     /// Records that an answer arrived and wakes the flushes waiting for one.
     fn answered(&mut self) {
         self.answers += 1;

@@ -2,7 +2,7 @@
 
 use gloo_net::http::Request;
 use wasm_bindgen::JsValue;
-use web_sys::{AbortController, Headers, RequestInit};
+use web_sys::{AbortController, Blob, BlobPropertyBag, Headers, RequestInit};
 
 /// The relay's answer as the outbox needs it: the status (`None` when there
 /// was no answer: network error, CORS refusal, timeout) and `Retry-After`.
@@ -46,4 +46,22 @@ pub async fn post(endpoint: &str, body: String, timeout_ms: u32, keepalive: bool
         }
         Err(_) => Reply { status: None, retry_after: None },
     }
+}
+
+/// Whether `fetch` supports `keepalive` here (`Request.prototype.keepalive`).
+pub fn keepalive_supported() -> bool {
+    let prototype = js_sys::Reflect::get(&js_sys::global(), &"Request".into())
+        .and_then(|request| js_sys::Reflect::get(&request, &"prototype".into()));
+    prototype.is_ok_and(|p| js_sys::Reflect::has(&p, &"keepalive".into()).unwrap_or(false))
+}
+
+/// Queues `body` with `navigator.sendBeacon` as a `text/plain` Blob (no
+/// preflight, no headers); false when the browser refused it (over its quota).
+pub fn beacon(endpoint: &str, body: &str) -> bool {
+    let Some(window) = web_sys::window() else { return false };
+    let options = BlobPropertyBag::new();
+    options.set_type("text/plain;charset=UTF-8");
+    let parts = js_sys::Array::of1(&JsValue::from_str(body));
+    let Ok(blob) = Blob::new_with_str_sequence_and_options(&parts, &options) else { return false };
+    window.navigator().send_beacon_with_opt_blob(endpoint, Some(&blob)).unwrap_or(false)
 }

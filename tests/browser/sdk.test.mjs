@@ -380,7 +380,7 @@ test("init() rejects a missing or non-http(s) endpoint and a missing write key, 
     ["CuecastError", "endpoint", 'cuecast.init: endpoint must be an http:// or https:// URL, got "javascript:alert(1)"'],
     ["CuecastError", "writeKey", "cuecast.init: writeKey is required"],
     ["CuecastError", "flushAt", "cuecast.init: flushAt must be an integer from 1 to 1000, got 0"],
-    ["CuecastError", "writekey", "cuecast.init: writekey is not an option (known: endpoint, writeKey, flushAt, flushInterval, maxBatchBytes, maxQueueEvents, sessionTimeout, autoCapture, debug, retry)"],
+    ["CuecastError", "writekey", "cuecast.init: writekey is not an option (known: endpoint, writeKey, flushAt, flushInterval, maxBatchBytes, maxQueueEvents, maxQueueBytes, sessionTimeout, autoCapture, debug, retry)"],
     ["CuecastError", "options", "cuecast.init: options must be an object {endpoint, writeKey}, got null"],
   ]);
 });
@@ -485,7 +485,7 @@ test("identity persists across reloads; reset() forgets it; optOut() stops track
   await page.evaluate(() => { cc.track("queued-then-dropped"); cc.optOut(); });
   const id = await page.evaluate(() => cc.track("while-out"));
   assert.equal(id, undefined);
-  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 0, failed: 0, pending: 0, dropped: 1 });
+  assert.deepEqual(await page.evaluate(() => cc.flush()), { sent: 0, failed: 0, pending: 0, dropped: 1, droppedWhy: "the user opted out" });
   await page.reload();
   await page.waitForFunction(() => window.cc);
   await page.evaluate(() => cc.track("still-out"));
