@@ -13,7 +13,7 @@
 //! left by pages that are gone (an earlier load, a closed tab), with their
 //! batch ids, attempt counts and schedules.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -88,10 +88,12 @@ impl Record {
                 let state = match m.get("state")? {
                     Value::String(s) if s == "Ready" => State::Ready,
                     Value::String(s) if s == "InFlight" => State::InFlight,
-                    w => {
-                        let w = w.get("Waiting")?;
-                        State::Waiting { until: w.get("until")?.as_i64()?, server: w.get("server")?.as_bool()? }
-                    }
+                    w => match (w.get("Waiting"), w.get("Leased")) {
+                        (Some(w), _) => {
+                            State::Waiting { until: w.get("until")?.as_i64()?, firm: w.get("firm")?.as_bool()? }
+                        }
+                        (None, l) => State::Leased { until: l?.get("until")?.as_i64()? },
+                    },
                 };
                 Some(Mark {
                     id: text(m, "id")?,
@@ -191,10 +193,17 @@ struct Queued {
 pub enum State {
     Ready,
     InFlight,
-    /// `server`: the relay named the time (Retry-After); an explicit flush waits for it too.
+    /// Waiting to be retried. `firm`: the relay named the time (Retry-After),
+    /// and not even an explicit flush may come earlier.
     Waiting {
         until: i64,
-        server: bool,
+        firm: bool,
+    },
+    /// Sent by a page that is gone, maybe still on the wire (often a
+    /// keepalive request that outlived its page, most likely delivered):
+    /// sent again only after `until`, and meanwhile it holds up nothing else.
+    Leased {
+        until: i64,
     },
 }
 
@@ -318,9 +327,26 @@ impl Outbox {
         self.changes.extend(events.iter().map(|q| Change::Delete { owner: owner.clone(), id: q.id.clone() }));
     }
 
+    /// Every pending event as a record, for a synchronous copy when the page
+    /// may be closing (see `persist`). Empty unless persisting.
+    pub fn snapshot(&mut self) -> Vec<Record> {
+        let saved = std::mem::take(&mut self.changes);
+        for at in 0..self.batches.len() {
+            self.put_batch(at);
+        }
+        for at in 0..self.queue.len() {
+            self.put_queued(at);
+        }
+        let records = std::mem::replace(&mut self.changes, saved)
+            .into_iter()
+            .filter_map(|c| if let Change::Put(r) = c { Some(r) } else { None })
+            .collect();
+        records
+    }
+
     /// Removes, without counting them, the events not in `ours`: another page
     /// took them over while this one was frozen (back/forward cache).
-    pub fn keep_only(&mut self, ours: &HashSet<String>) {
+    pub fn keep_only(&mut self, ours: &[String]) {
         self.queue.retain(|q| ours.contains(&q.id));
         self.queued_bytes = self.queue.iter().map(|q| q.json.len() + 1).sum();
         for formed in &mut self.batches {
@@ -396,11 +422,26 @@ impl Outbox {
     /// be on its way), and the events are recorded again as this page's.
     /// Records already here are skipped. Returns how many were adopted.
     pub fn adopt(&mut self, mut records: Vec<Record>) -> usize {
-        let mut known: HashSet<String> =
+        // Linear lookups and an insertion sort instead of a hash set and the
+        // standard sorts: this runs only when pages are adopted, on at most
+        // `max_queue_events` records (usually already in order), and the
+        // general versions cost kilobytes of bundle.
+        let mut known: Vec<String> =
             self.queue.iter().chain(self.batches.iter().flat_map(|b| &b.events)).map(|q| q.id.clone()).collect();
-        // `insert` is false for an id seen before: here, or earlier in `records`.
-        records.retain(|r| known.insert(r.id.clone()));
-        records.sort_unstable_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        records.retain(|r| {
+            let new = !known.contains(&r.id);
+            if new {
+                known.push(r.id.clone());
+            }
+            new
+        });
+        for i in 1..records.len() {
+            let mut j = i;
+            while j > 0 && (records[j - 1].at, &records[j - 1].id) > (records[j].at, &records[j].id) {
+                records.swap(j - 1, j);
+                j -= 1;
+            }
+        }
         if self.owner.is_some() {
             let gone = records.iter().map(|r| Change::Delete { owner: r.owner.clone(), id: r.id.clone() });
             self.changes.extend(gone);
@@ -419,7 +460,7 @@ impl Outbox {
                 continue;
             }
             let state = match mark.state {
-                State::InFlight => State::Waiting { until: mark.last.saturating_add(LEASE_MS), server: false },
+                State::InFlight => State::Leased { until: mark.last.saturating_add(LEASE_MS) },
                 other => other,
             };
             formed.push(Formed {
@@ -438,17 +479,24 @@ impl Outbox {
             self.batches.insert(at + i, batch);
             self.put_batch(at + i);
         }
-        let first_new = queued.len();
-        queued.extend(self.queue.drain(..));
-        // Stable: our own events keep their order among equal times.
-        queued.sort_unstable_by_key(|q| q.queued_at);
-        self.queued_bytes = queued.iter().map(|q| q.json.len() + 1).sum();
-        let ours: HashSet<String> = queued[first_new..].iter().map(|q| q.id.clone()).collect();
-        self.queue = queued.into();
-        for at in 0..self.queue.len() {
-            if !ours.contains(&self.queue[at].id) {
-                self.put_queued(at);
+        // Merge the adopted events into ours by time; ours keep their order.
+        let mut own = std::mem::take(&mut self.queue);
+        let mut adopted_at = Vec::new();
+        let mut queued = queued.into_iter().peekable();
+        while let Some(next) = own.pop_front() {
+            while let Some(a) = queued.next_if(|a| a.queued_at <= next.queued_at) {
+                adopted_at.push(self.queue.len());
+                self.queue.push_back(a);
             }
+            self.queue.push_back(next);
+        }
+        for a in queued {
+            adopted_at.push(self.queue.len());
+            self.queue.push_back(a);
+        }
+        self.queued_bytes = self.queue.iter().map(|q| q.json.len() + 1).sum();
+        for at in adopted_at {
+            self.put_queued(at);
         }
         self.make_room(0, 0);
         adopted
@@ -465,30 +513,41 @@ impl Outbox {
         flush_since: Option<i64>,
         new_id: &mut dyn FnMut() -> String,
     ) -> Option<Outgoing> {
-        if self.batches.is_empty() && self.due(now, flush_since.is_some()) {
-            let events = self.take_batch_events(self.limits.max_batch_bytes);
-            self.batches.push_back(Formed {
-                batch_id: new_id(),
-                attempt: 0,
-                events,
-                first_sent_at: None,
-                last_sent_at: i64::MIN,
-                state: State::Ready,
-            });
+        if self.in_flight() {
+            return None;
         }
-        let front = self.batches.front_mut()?;
+        // The first batch that is not a running lease decides; a lease that
+        // ran out is sent in its place in the order.
+        let head = self.batches.iter().position(|b| !matches!(b.state, State::Leased { until } if until > now));
+        let at = match head {
+            Some(at) => at,
+            None if self.due(now, flush_since.is_some()) => {
+                let events = self.take_batch_events(self.limits.max_batch_bytes);
+                self.batches.push_back(Formed {
+                    batch_id: new_id(),
+                    attempt: 0,
+                    events,
+                    first_sent_at: None,
+                    last_sent_at: i64::MIN,
+                    state: State::Ready,
+                });
+                self.batches.len() - 1
+            }
+            None => return None,
+        };
+        let front = &mut self.batches[at];
         match front.state {
             State::InFlight => return None,
-            State::Waiting { until, server } => {
+            State::Waiting { until, firm } => {
                 // A flush tries each batch once; after that, the schedule decides
                 // (a flush against a dead or slow relay must end).
                 let tried_in_this_flush = flush_since.is_some_and(|since| front.last_sent_at >= since);
-                let early = now < until && (server || flush_since.is_none());
+                let early = now < until && (firm || flush_since.is_none());
                 if tried_in_this_flush || early {
                     return None;
                 }
             }
-            State::Ready => {}
+            State::Ready | State::Leased { .. } => {}
         }
         front.state = State::InFlight;
         front.attempt += 1;
@@ -502,7 +561,7 @@ impl Outbox {
         };
         // Stored as in flight before the request leaves: a page that takes
         // these events over later waits out the lease instead of racing it.
-        self.put_batch(0);
+        self.put_batch(at);
         Some(out)
     }
 
@@ -572,7 +631,7 @@ impl Outbox {
                 if due - first > self.limits.retry.max_age_ms as i64 {
                     return self.fail(at, format!("gave up after {attempt} attempts over {} s", (now - first) / 1000));
                 }
-                front.state = State::Waiting { until: due, server: hint.is_some() };
+                front.state = State::Waiting { until: due, firm: hint.is_some() };
                 self.put_batch(at);
                 Answer::RetryAt { at: due, attempt }
             }
@@ -647,8 +706,13 @@ impl Outbox {
             }
             let formed = &mut self.batches[i];
             i += 1;
-            if formed.state == State::InFlight {
-                continue;
+            match formed.state {
+                // Another request may carry these: not ours to race.
+                State::InFlight | State::Leased { .. } => continue,
+                // The relay failed or asked us to wait: what follows stays
+                // stored, in order, for this page later or the next one.
+                State::Waiting { .. } => break,
+                State::Ready => {}
             }
             let body = body(&self.write_key, &Formed { attempt: formed.attempt + 1, ..formed.clone() }, now);
             if body.len() > left {
@@ -681,17 +745,31 @@ impl Outbox {
     /// When the caller should next call [`Outbox::next_send`]: `None` when
     /// nothing waits or a request is in flight (its answer will tell).
     pub fn next_wakeup(&self) -> Option<i64> {
-        match self.batches.front() {
-            Some(Formed { state: State::InFlight, .. }) => None,
-            Some(Formed { state: State::Waiting { until, .. }, .. }) => Some(*until),
-            Some(Formed { state: State::Ready, .. }) => Some(i64::MIN),
-            None => self.queue.front().map(|q| q.queued_at + self.limits.flush_interval_ms as i64),
+        if self.in_flight() {
+            return None;
+        }
+        let mut wake = None;
+        for formed in &self.batches {
+            let at = match formed.state {
+                State::Leased { until } => until,
+                State::Waiting { until, .. } => until,
+                State::Ready | State::InFlight => i64::MIN,
+            };
+            wake = Some(wake.map_or(at, |w: i64| w.min(at)));
+            if !matches!(formed.state, State::Leased { .. }) {
+                return wake;
+            }
+        }
+        let queued = self.queue.front().map(|q| q.queued_at + self.limits.flush_interval_ms as i64);
+        match (wake, queued) {
+            (Some(w), Some(q)) => Some(w.min(q)),
+            (w, q) => w.or(q),
         }
     }
 
-    /// Whether a request is in flight.
+    /// Whether a request of this page is in flight.
     pub fn in_flight(&self) -> bool {
-        self.batches.front().is_some_and(|b| b.state == State::InFlight)
+        self.batches.iter().any(|b| b.state == State::InFlight)
     }
 
     /// Events not yet acknowledged, refused or dropped.
@@ -1107,7 +1185,7 @@ mod tests {
         assert_eq!((mark.id.as_str(), mark.attempt, mark.state), (out.batch_id.as_str(), 1, State::InFlight));
         o.on_answer(&out.batch_id, Some(503), None, 20, 0.5, &mut ids);
         apply(&mut store, &mut o);
-        assert_eq!(store["page-a:e1"].batch.as_ref().unwrap().state, State::Waiting { until: 520, server: false });
+        assert_eq!(store["page-a:e1"].batch.as_ref().unwrap().state, State::Waiting { until: 520, firm: false });
         let again = o.next_send(520, None, &mut ids).unwrap();
         o.on_answer(&again.batch_id, Some(202), None, 530, 0.5, &mut ids);
         apply(&mut store, &mut o);
@@ -1160,9 +1238,51 @@ mod tests {
         let mut b = Outbox::new(limits(), "pk");
         b.persist_as("page-b");
         b.adopt(store.values().cloned().collect());
-        assert!(b.next_send(1000 + LEASE_MS - 1, Some(1000), &mut ids).is_none(), "a flush does not race the lease");
+        let before = 1000 + LEASE_MS - 1;
+        assert!(b.next_send(before, Some(before), &mut ids).is_none(), "a flush does not race the lease");
+        assert!(
+            b.drain_for_hide(before, 60 * 1024, &mut ids).iter().all(|o| o.batch_id != hidden[0].batch_id),
+            "nor does hiding the page"
+        );
         let resent = b.next_send(1000 + LEASE_MS, None, &mut ids).unwrap();
         assert_eq!((resent.batch_id.as_str(), resent.attempt), (hidden[0].batch_id.as_str(), 2));
+    }
+
+    #[test]
+    fn a_lease_holds_up_nothing_else_and_is_sent_in_its_place_once_it_runs_out() {
+        let mut store = Default::default();
+        let mut a = Outbox::new(limits(), "pk");
+        a.persist_as("page-a");
+        fill(&mut a, 2, 0, 0);
+        let mut ids = ids();
+        let hidden = a.drain_for_hide(0, 60 * 1024, &mut ids);
+        apply(&mut store, &mut a);
+        let mut b = Outbox::new(limits(), "pk");
+        b.persist_as("page-b");
+        b.adopt(store.values().cloned().collect());
+        b.push("mine".into(), event(7, 0), 10);
+        assert_eq!(b.next_wakeup(), Some(5010), "this page's flush interval, not the lease");
+        let mine = b.next_send(5010, None, &mut ids).unwrap();
+        assert_eq!(ids_of(&mine), ["e7"], "the lease does not hold up this page's events");
+        assert_eq!(b.next_wakeup(), None, "one request in flight at a time");
+        b.on_answer(&mine.batch_id, Some(202), None, 5020, 0.5, &mut ids);
+        assert_eq!(b.next_wakeup(), Some(LEASE_MS));
+        let again = b.next_send(LEASE_MS, None, &mut ids).unwrap();
+        assert_eq!((again.batch_id.as_str(), again.attempt), (hidden[0].batch_id.as_str(), 2));
+    }
+
+    #[test]
+    fn hiding_the_page_stops_at_a_batch_waiting_for_a_retry_to_keep_the_order() {
+        let mut o = Outbox::new(limits(), "pk");
+        fill(&mut o, 3, 0, 0);
+        let mut ids = ids();
+        let first = o.next_send(0, Some(0), &mut ids).unwrap();
+        o.on_answer(&first.batch_id, None, None, 10, 0.5, &mut ids);
+        for n in 3..6 {
+            o.push(format!("e{n}"), event(n, 0), 20);
+        }
+        assert_eq!(o.drain_for_hide(30, 60 * 1024, &mut ids), vec![], "later events must not overtake e0..e2");
+        assert_eq!(o.pending(), 6);
     }
 
     #[test]
@@ -1208,7 +1328,7 @@ mod tests {
             changes.iter().filter_map(|c| if let Change::Put(r) = c { Some(r) } else { None }).collect();
         assert!(records
             .iter()
-            .any(|r| r.batch.as_ref().is_some_and(|m| matches!(m.state, State::Waiting { server: true, .. }))));
+            .any(|r| r.batch.as_ref().is_some_and(|m| matches!(m.state, State::Waiting { firm: true, .. }))));
         assert!(records.iter().any(|r| r.batch.is_none()));
         for r in records {
             let stored = serde_json::to_value(r).unwrap();
@@ -1234,7 +1354,7 @@ mod tests {
         fill(&mut o, 25, 0, 0);
         let mut ids = ids();
         let out = o.next_send(0, Some(0), &mut ids).unwrap();
-        let ours: HashSet<String> = ["e3", "e21", "e24"].iter().map(|s| s.to_string()).collect();
+        let ours: Vec<String> = ["e3", "e21", "e24"].iter().map(|s| s.to_string()).collect();
         o.keep_only(&ours);
         assert_eq!(o.pending(), 20 + 2, "the batch in flight stays: its answer is on its way");
         o.on_answer(&out.batch_id, Some(202), None, 1, 0.5, &mut ids);

@@ -11,7 +11,6 @@ mod persist;
 mod transport;
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -83,7 +82,7 @@ struct Inner {
     /// Lets go of this page's lock (before entering the back/forward cache).
     release: Option<Function>,
     /// Other pages whose end we wait for, to adopt what they leave.
-    watched: HashSet<String>,
+    watched: Vec<String>,
 }
 
 thread_local! {
@@ -167,7 +166,7 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         ready: false,
         locks: Locks::get(&window),
         release: None,
-        watched: HashSet::new(),
+        watched: Vec::new(),
     }));
     inner.borrow_mut().persist_identity();
     let weak = Rc::downgrade(&inner);
@@ -279,7 +278,7 @@ async fn adopt_under_lock(rc: Rc<RefCell<Inner>>, locks: Option<Locks>) {
     };
     let held = match &locks {
         Some(locks) => locks.held().await,
-        None => HashSet::new(),
+        None => Vec::new(),
     };
     let mut records = Vec::new();
     for owner in shelf.owners().await {
@@ -312,14 +311,15 @@ async fn adopt_under_lock(rc: Rc<RefCell<Inner>>, locks: Option<Locks>) {
 /// Adopts what page `owner` leaves once it is gone (closed, crashed, frozen).
 fn watch(rc: &Rc<RefCell<Inner>>, locks: &Locks, owner: String) {
     let mut inner = rc.borrow_mut();
-    if !inner.watched.insert(owner.clone()) {
+    if inner.watched.contains(&owner) {
         return;
     }
+    inner.watched.push(owner.clone());
     let name = page_lock(inner.shelf.prefix(), &owner);
     let weak = Rc::downgrade(rc);
     locks.when_free(&name, move || {
         let Some(rc) = weak.upgrade() else { return };
-        rc.borrow_mut().watched.remove(&owner);
+        rc.borrow_mut().watched.retain(|w| *w != owner);
         spawn_local(async move {
             adopt_orphans(&rc).await;
             start_sending(rc);
@@ -352,7 +352,7 @@ async fn on_thaw(rc: Rc<RefCell<Inner>>) {
         let inner = rc.borrow();
         (inner.shelf.clone(), inner.page.clone())
     };
-    let ours: HashSet<String> = shelf.records_of(&me).await.into_iter().map(|r| r.id).collect();
+    let ours: Vec<String> = shelf.records_of(&me).await.into_iter().map(|r| r.id).collect();
     rc.borrow_mut().tracker.outbox.keep_only(&ours);
     adopt_orphans(&rc).await;
     start_sending(rc);
@@ -602,6 +602,8 @@ fn on_hide(weak: &Weak<RefCell<Inner>>) {
     let Some(rc) = weak.upgrade() else { return };
     let Ok(mut inner) = rc.try_borrow_mut() else { return };
     if !inner.online() {
+        let records = inner.tracker.outbox.snapshot();
+        inner.shelf.rescue(records);
         return;
     }
     let budget = KEEPALIVE_BUDGET.saturating_sub(inner.keepalive_bytes);
@@ -609,8 +611,12 @@ fn on_hide(weak: &Weak<RefCell<Inner>>) {
     let now = env.now_ms();
     let batches = tracker.outbox.drain_for_hide(now, budget, &mut || env.uuid_v7());
     let (endpoint, debug) = (tracker.config.endpoint.clone(), tracker.config.debug);
-    // Stored as in flight first: the next page waits out the lease instead of racing these.
+    // Stored as in flight first: the next page waits out the lease instead of
+    // racing these. The synchronous copy covers IndexedDB writes the closing
+    // page may not live to commit.
     inner.save();
+    let records = inner.tracker.outbox.snapshot();
+    inner.shelf.rescue(records);
     let bytes: usize = batches.iter().map(|b| b.body.len()).sum();
     if !transport::keepalive_supported() {
         // No keepalive fetch (older Firefox): sendBeacon survives the page
@@ -618,7 +624,9 @@ fn on_hide(weak: &Weak<RefCell<Inner>>) {
         // flight and is sent again after the lease (the relay drops the
         // duplicates by event id) unless this page lives to resend it sooner.
         let queued = batches.iter().filter(|b| transport::beacon(&endpoint, &b.body)).count();
-        log(debug, || format!("page hidden: {queued} of {} batch(es), {bytes} bytes, queued with sendBeacon", batches.len()));
+        log(debug, || {
+            format!("page hidden: {queued} of {} batch(es), {bytes} bytes, queued with sendBeacon", batches.len())
+        });
         return;
     }
     log(debug, || format!("page hidden: sending {} batch(es), {bytes} bytes, as keepalive requests", batches.len()));
@@ -739,7 +747,9 @@ impl Inner {
         if self.tracker.config.debug {
             spawn_local(async move {
                 if written.await.is_err() {
-                    log(true, || "could not store queued events (quota or storage error); they are kept in memory".into());
+                    log(true, || {
+                        "could not store queued events (quota or storage error); they are kept in memory".into()
+                    });
                 }
             });
         }

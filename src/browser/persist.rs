@@ -3,7 +3,11 @@
 //! The [`Shelf`] holds one record per event ([`Record`]) under
 //! `cuecast:v1:<scope>:<owner page>:<event id>`, in IndexedDB, else in
 //! `localStorage` (IndexedDB refused: some private modes, blocked storage),
-//! else nowhere (the events live as long as the page). The outbox decides
+//! else nowhere (the events live as long as the page). IndexedDB writes are
+//! asynchronous, and a page closed a few milliseconds after `track()` can
+//! take uncommitted ones with it, so when the page is hidden the pending
+//! events are also copied, synchronously, to `localStorage` (the rescue
+//! copy, deleted with the events); reads take both. The outbox decides
 //! what to write; this module only writes it, and never throws into the page:
 //! a full quota is logged and the events stay in memory.
 //!
@@ -16,8 +20,6 @@
 //! letting go. Without Web Locks (plain-http pages, old browsers) a page
 //! adopts every other owner's records at start: an event may then be sent by
 //! two live tabs, and the relay drops the duplicate by its id.
-
-use std::collections::HashSet;
 
 use js_sys::{Array, Function, Promise, Reflect};
 use wasm_bindgen::prelude::*;
@@ -40,27 +42,29 @@ pub struct Shelf {
     backend: Backend,
     /// `cuecast:v1:<scope>:`
     prefix: String,
+    /// `localStorage` beside IndexedDB, for the copy made when the page is hidden.
+    rescue: Option<Storage>,
 }
 
 impl Shelf {
     /// A shelf that keeps nothing (until [`Shelf::open`] finds storage).
     pub fn memory(scope: &str) -> Shelf {
-        Shelf { backend: Backend::Memory, prefix: format!("cuecast:v1:{scope}:") }
+        Shelf { backend: Backend::Memory, prefix: format!("cuecast:v1:{scope}:"), rescue: None }
     }
 
     /// Opens IndexedDB, else `localStorage` (if a test write succeeds), else memory.
     pub async fn open(window: &Window, scope: &str) -> Shelf {
         let prefix = format!("cuecast:v1:{scope}:");
-        if let Some(db) = open_idb(window).await {
-            return Shelf { backend: Backend::Idb(db), prefix };
-        }
         let local = window.local_storage().ok().flatten().filter(|s| {
             let probe = "cuecast:v1:probe";
             s.set_item(probe, "1").is_ok() && s.remove_item(probe).is_ok()
         });
+        if let Some(db) = open_idb(window).await {
+            return Shelf { backend: Backend::Idb(db), prefix, rescue: local };
+        }
         match local {
-            Some(storage) => Shelf { backend: Backend::Local(storage), prefix },
-            None => Shelf { backend: Backend::Memory, prefix },
+            Some(storage) => Shelf { backend: Backend::Local(storage), prefix, rescue: None },
+            None => Shelf { backend: Backend::Memory, prefix, rescue: None },
         }
     }
 
@@ -104,7 +108,11 @@ impl Shelf {
                         Change::Delete { owner, id } => storage.remove_item(&self.key(&owner, &id)).is_ok(),
                     };
                 }
-                Some(JsFuture::from(if ok { Promise::resolve(&JsValue::TRUE) } else { Promise::reject(&JsValue::FALSE) }))
+                Some(JsFuture::from(if ok {
+                    Promise::resolve(&JsValue::TRUE)
+                } else {
+                    Promise::reject(&JsValue::FALSE)
+                }))
             }
             Backend::Idb(db) => {
                 let tx = db.transaction_with_str_and_mode(STORE, IdbTransactionMode::Readwrite).ok()?;
@@ -112,7 +120,13 @@ impl Shelf {
                 for change in changes {
                     let _ = match change {
                         Change::Put(r) => store.put_with_key(&value(&r).into(), &self.key(&r.owner, &r.id).into()),
-                        Change::Delete { owner, id } => store.delete(&self.key(&owner, &id).into()),
+                        Change::Delete { owner, id } => {
+                            let key = self.key(&owner, &id);
+                            if let Some(rescue) = &self.rescue {
+                                let _ = rescue.remove_item(&key);
+                            }
+                            store.delete(&key.into())
+                        }
                     };
                 }
                 // A quota error aborts the transaction: reported, not thrown.
@@ -125,14 +139,32 @@ impl Shelf {
         }
     }
 
+    /// Copies `records` to `localStorage` at once (the page may be closing
+    /// with IndexedDB writes uncommitted). A full quota only skips the copy.
+    pub fn rescue(&self, records: Vec<Record>) {
+        let Some(storage) = &self.rescue else { return };
+        for r in records {
+            if storage.set_item(&self.key(&r.owner, &r.id), &serde_json::to_string(&r).unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn local(&self) -> Option<&Storage> {
+        match &self.backend {
+            Backend::Local(storage) => Some(storage),
+            _ => self.rescue.as_ref(),
+        }
+    }
+
     /// The owners that have records here, without reading the records.
-    pub async fn owners(&self) -> HashSet<String> {
-        let keys: Vec<String> = match &self.backend {
-            Backend::Memory => Vec::new(),
-            Backend::Local(storage) => (0..storage.length().unwrap_or(0))
-                .filter_map(|i| storage.key(i).ok().flatten())
-                .filter(|k| k.starts_with(&self.prefix))
-                .collect(),
+    pub async fn owners(&self) -> Vec<String> {
+        let mut keys: Vec<String> = match self.local() {
+            Some(storage) => local_keys(storage, &self.prefix),
+            None => Vec::new(),
+        };
+        keys.extend(match &self.backend {
+            Backend::Memory | Backend::Local(_) => Vec::new(),
             Backend::Idb(db) => {
                 let all = match (self.store(db), self.range("")) {
                     (Some(store), Some(range)) => store.get_all_keys_with_key(&range).ok(),
@@ -144,20 +176,29 @@ impl Shelf {
                 };
                 Array::from(&keys).iter().filter_map(|k| k.as_string()).collect()
             }
-        };
-        keys.iter().filter_map(|k| Some(k[self.prefix.len()..].split_once(':')?.0.to_string())).collect()
+        });
+        let mut owners: Vec<String> = Vec::new();
+        for key in &keys {
+            let owner = key[self.prefix.len()..].split_once(':').map(|(owner, _)| owner);
+            if let Some(owner) = owner.filter(|o| !owners.iter().any(|known| known == o)) {
+                owners.push(owner.to_string());
+            }
+        }
+        owners
     }
 
-    /// The records `owner` left here.
+    /// The records `owner` left here. Where an event has both an IndexedDB
+    /// record and a rescue copy, the one further along (attempt, last send) wins.
     pub async fn records_of(&self, owner: &str) -> Vec<Record> {
         let mine = self.key(owner, "");
-        let raw: Vec<String> = match &self.backend {
-            Backend::Memory => Vec::new(),
-            Backend::Local(storage) => (0..storage.length().unwrap_or(0))
-                .filter_map(|i| storage.key(i).ok().flatten())
-                .filter(|k| k.starts_with(&mine))
-                .filter_map(|k| storage.get_item(&k).ok().flatten())
-                .collect(),
+        let mut raw: Vec<String> = match self.local() {
+            Some(storage) => {
+                local_keys(storage, &mine).iter().filter_map(|k| storage.get_item(k).ok().flatten()).collect()
+            }
+            None => Vec::new(),
+        };
+        raw.extend(match &self.backend {
+            Backend::Memory | Backend::Local(_) => Vec::new(),
             Backend::Idb(db) => {
                 let all = match (self.store(db), self.range(owner)) {
                     (Some(store), Some(range)) => store.get_all_with_key(&range).ok(),
@@ -169,14 +210,24 @@ impl Shelf {
                 };
                 Array::from(&values).iter().filter_map(|v| v.as_string()).collect()
             }
-        };
+        });
         // The browser's JSON.parse: a Rust parser would cost bundle bytes.
-        raw.iter()
+        let parsed = raw
+            .iter()
             .filter_map(|text| js_sys::JSON::parse(text).ok())
             .filter_map(|v| super::convert::to_json(&v, "").ok())
             .filter_map(|v| Record::from_json(&v))
-            .filter(|r| r.owner == owner)
-            .collect()
+            .filter(|r| r.owner == owner);
+        let progress = |r: &Record| r.batch.as_ref().map_or((0, i64::MIN), |m| (m.attempt, m.last));
+        let mut records: Vec<Record> = Vec::new();
+        for r in parsed {
+            match records.iter_mut().find(|known| known.id == r.id) {
+                Some(known) if progress(&r) > progress(known) => *known = r,
+                Some(_) => {}
+                None => records.push(r),
+            }
+        }
+        records
     }
 
     fn store(&self, db: &IdbDatabase) -> Option<IdbObjectStore> {
@@ -189,6 +240,13 @@ impl Shelf {
         let high = format!("{low}\u{ffff}");
         IdbKeyRange::bound(&low.into(), &high.into()).ok()
     }
+}
+
+fn local_keys(storage: &Storage, prefix: &str) -> Vec<String> {
+    (0..storage.length().unwrap_or(0))
+        .filter_map(|i| storage.key(i).ok().flatten())
+        .filter(|k| k.starts_with(prefix))
+        .collect()
 }
 
 async fn open_idb(window: &Window) -> Option<IdbDatabase> {
@@ -279,13 +337,10 @@ impl Locks {
     }
 
     /// The names of the locks held now, by any page of this origin.
-    pub async fn held(&self) -> HashSet<String> {
-        let Some(p) = self.call("query", &Array::new()) else { return HashSet::new() };
-        let Ok(snapshot) = JsFuture::from(p).await else { return HashSet::new() };
+    pub async fn held(&self) -> Vec<String> {
+        let Some(p) = self.call("query", &Array::new()) else { return Vec::new() };
+        let Ok(snapshot) = JsFuture::from(p).await else { return Vec::new() };
         let held = Reflect::get(&snapshot, &"held".into()).unwrap_or(JsValue::UNDEFINED);
-        Array::from(&held)
-            .iter()
-            .filter_map(|l| Reflect::get(&l, &"name".into()).ok()?.as_string())
-            .collect()
+        Array::from(&held).iter().filter_map(|l| Reflect::get(&l, &"name".into()).ok()?.as_string()).collect()
     }
 }
