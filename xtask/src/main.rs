@@ -61,6 +61,7 @@ fn test() -> Result {
         .current_dir(root()))?;
     let tarball = pkg::build(&tools)?;
     pkg::install_for_tests(&tarball)?;
+    pkg::install_and_build("tests/browser/app", &[])?;
     step("browser tests (node --test, headless Chromium)");
     run(node_tests(&tools, "tests/browser").current_dir(root()))
 }
@@ -93,11 +94,8 @@ fn bench(quick: bool) -> Result {
     let tools = setup::all()?;
     let tarball = pkg::build(&tools)?;
     pkg::install_for_tests(&tarball)?;
-    let anchors = root().join("tests/browser/bench/anchors");
-    if !anchors.join("node_modules").exists() {
-        step("installing the anchor SDKs for the size comparison (pinned, scripts off)");
-        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"]).current_dir(&anchors))?;
-    }
+    // The anchor SDKs (pinned, install scripts off) and the page that bundles each of them.
+    pkg::install_and_build("tests/browser/bench/anchors", &["--ignore-scripts"])?;
     step("SDK benchmarks (size, main-thread cost in headless Chromium)");
     let mut cmd = Command::new("node");
     cmd.arg("tests/browser/bench/sdk.mjs").env("CHROMIUM", &tools.chromium).current_dir(root());
