@@ -134,12 +134,12 @@ export async function freePort() {
 
 /**
  * Starts the relay binary (`target/debug/cuecast-relay` unless `bin` says
- * otherwise) on a fresh directory with the TOML that `config({ listen, dir })`
- * returns, and waits for `/readyz`. `stop(signal)` ends it; `dir` is removed by `cleanup()`.
+ * otherwise) on a fresh directory (or `dir`, and `port`, to restart one) with
+ * the TOML that `config({ listen, dir })` returns, and waits for `/readyz`. `stop(signal)` ends it; `dir` is removed by `cleanup()`.
  */
-export async function startRelay(config, { bin = path.resolve(here, "../../target/debug/cuecast-relay"), dir, readyMs = 30_000 } = {}) {
+export async function startRelay(config, { bin = path.resolve(here, "../../target/debug/cuecast-relay"), dir, port, readyMs = 30_000 } = {}) {
   dir ??= fs.mkdtempSync(path.join(os.tmpdir(), "cuecast-relay-"));
-  const port = await freePort();
+  port ??= await freePort();
   const listen = `127.0.0.1:${port}`;
   const file = path.join(dir, "relay.toml");
   fs.writeFileSync(file, config({ listen, dir }));

@@ -23,7 +23,8 @@ commands:
   test           the whole suite: host tests, then the packed npm package in headless Chromium
                  (alone, and through the relay to webhook receivers)
   demo           run the demo: relay or receiver, plus the demo page on http://127.0.0.1:8080
-  bench [--quick] measure size and speed; writes target/bench/bench.json
+  bench [--quick] measure the SDK against the anchors, the relay, and run the drills; writes
+                 target/bench/*.json and BENCHMARKS.md (--quick: a smoke run, its report in target/bench/)
   setup          install what is missing (also done by every command above)";
 
 fn main() -> ExitCode {
@@ -94,8 +95,10 @@ fn bench(quick: bool) -> Result {
     let tools = setup::all()?;
     let tarball = pkg::build(&tools)?;
     pkg::install_for_tests(&tarball)?;
-    // The anchor SDKs (pinned, install scripts off) and the page that bundles each of them.
+    // The anchor SDKs (pinned, install scripts off) and the page that bundles each of them;
+    // the example app for the navigate-away drill.
     pkg::install_and_build("tests/browser/bench/anchors", &["--ignore-scripts"])?;
+    pkg::install_and_build("tests/browser/app", &[])?;
     step("SDK benchmarks (size, main-thread cost in headless Chromium)");
     let mut cmd = Command::new("node");
     cmd.arg("tests/browser/bench/sdk.mjs").env("CHROMIUM", &tools.chromium).current_dir(root());
@@ -115,7 +118,23 @@ fn bench(quick: bool) -> Result {
     let out = root().join("target/bench/relay.json");
     std::fs::write(&out, format!("{figures}\n")).map_err(|e| format!("{}: {e}", out.display()))?;
     println!("{figures}\nwritten target/bench/relay.json");
-    Ok(())
+    step("drills (the relay binary SIGKILLed under load; a sick receiver beside a healthy one)");
+    run(Command::new(cargo())
+        .args(["build", "--quiet", "--release", "-p", "cuecast-relay", "--bin", "cuecast-relay"])
+        .current_dir(root()))?;
+    let mut drills = Command::new("node");
+    drills.arg("tests/browser/bench/drills.mjs").current_dir(root());
+    if quick {
+        drills.arg("--quick");
+    }
+    run(&mut drills)?;
+    // A quick run writes its report under target/bench, never over the committed BENCHMARKS.md.
+    step("report");
+    run(Command::new("node")
+        .arg("tests/browser/bench/report.mjs")
+        .arg(if quick { "cargo xtask bench --quick" } else { "cargo xtask bench" })
+        .env("CHROMIUM", &tools.chromium)
+        .current_dir(root()))
 }
 
 fn node_tests(tools: &setup::Tools, dir: &str) -> Command {

@@ -9,17 +9,22 @@
 //    never answers) and then answers 500. The healthy one's event-to-webhook latency with and
 //    without the sick one; after the sick one recovers it must get every event.
 //
+// 3. navigate: 100 trials in Chromium of the Vite-built app (tests/browser/app/dist): a user
+//    clicks and leaves the page at once; every event must reach the endpoint (lost must be 0).
+//
 // Writes target/bench/drills.json. `--quick` runs short phases (a smoke run).
-//   node tests/browser/bench/drills.mjs [--quick] [--relay PATH]
+//   node tests/browser/bench/drills.mjs [--quick] [--relay PATH] [--only kill|sick|navigate]
 import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { startRelay } from "../harness.mjs";
+import { startRelay, startReceiver, startSite, launchChromium } from "../harness.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const quick = process.argv.includes("--quick");
-const bin = process.argv.includes("--relay") ? process.argv[process.argv.indexOf("--relay") + 1] : path.join(root, "target/release/cuecast-relay");
+const arg = (name) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : undefined);
+const bin = arg("--relay") ?? path.join(root, "target/release/cuecast-relay");
+const only = arg("--only");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const quantile = (xs, q) => {
   if (!xs.length) return null;
@@ -214,12 +219,57 @@ async function sickDrill() {
   return result;
 }
 
+async function navigateDrill() {
+  const trials = quick ? 10 : 100;
+  const dist = path.join(root, "tests/browser/app/dist");
+  if (!fs.existsSync(path.join(dist, "index.html"))) throw new Error("tests/browser/app/dist is missing (built by cargo xtask test/bench)");
+  const endpoint = await startReceiver();
+  const site = await startSite({ roots: { "/": dist } });
+  const browser = await launchChromium();
+  const pageUrl = `${site.url}/?relay=${encodeURIComponent(endpoint.endpoint)}&key=pk_drill`;
+  let tracked = 0;
+  const t0 = Date.now();
+  for (let i = 0; i < trials; i++) {
+    const context = await browser.newContext(); // a new visitor each time
+    const page = await context.newPage();
+    await page.goto(pageUrl);
+    await page.waitForSelector("body[data-ready=true]");
+    // identify() at start-up, then four clicks, then away before the 5 s batch timer.
+    await page.click("#promo-cta");
+    await page.click("#task-profile");
+    await page.click("#task-crm");
+    await page.click("#news-dismiss");
+    tracked += 5;
+    await page.goto("about:blank");
+    await context.close();
+  }
+  const deadline = Date.now() + 30_000;
+  while (endpoint.events().length < tracked && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  await new Promise((r) => setTimeout(r, 1000));
+  const ids = endpoint.events().map((e) => e.id);
+  const result = {
+    what: `${trials} trials in headless Chromium: a new visitor opens the Vite-built app (identify() at start-up), clicks four times (ShoutOut CTA and dismiss, two onboarding tasks) and navigates away at once, before the SDK's 5 s batch timer; the SDK must send on \`pagehide\`.`,
+    trials,
+    seconds: Math.round((Date.now() - t0) / 1000),
+    events_tracked: tracked,
+    events_received: new Set(ids).size,
+    events_lost: tracked - new Set(ids).size,
+    received_more_than_once: ids.length - new Set(ids).size,
+    requests: endpoint.posts().length,
+  };
+  await browser.close();
+  await site.close();
+  await endpoint.close();
+  return result;
+}
+
 if (!fs.existsSync(bin)) throw new Error(`${bin} is missing (cargo build --release -p cuecast-relay)`);
 const result = { date: new Date().toISOString(), quick, relay_binary: path.relative(root, bin) };
-result.kill = await killDrill();
-console.log(JSON.stringify(result.kill, null, 2));
-result.sick = await sickDrill();
-console.log(JSON.stringify(result.sick, null, 2));
+for (const [name, drill] of Object.entries({ kill: killDrill, sick: sickDrill, navigate: navigateDrill })) {
+  if (only && only !== name) continue;
+  result[name] = await drill();
+  console.log(JSON.stringify(result[name], null, 2));
+}
 const out = path.join(root, "target/bench");
 fs.mkdirSync(out, { recursive: true });
 fs.writeFileSync(path.join(out, "drills.json"), JSON.stringify(result, null, 2) + "\n");
