@@ -117,9 +117,10 @@ if (sdk) {
   }
 
   out.push("## cuecast alone: `track()` and `flush()`", "");
+  out.push("The packed package imported as it is (`tests/browser/pages/sdk.html`), each round in a fresh page.", "");
   const t = sdk.track, f = sdk.flush1000;
   out.push(table(["measure", "value"], [
-    [`\`track()\` per call, ${num(t.calls)} calls (pages of ${num(t.calls / (f.rounds || 1), 0)}, 100 per task)`, `median ${num(t.medianUs)} µs, p99 ${num(t.p99Us)} µs; mean ${num(t.meanUsPerCallInBlocksOf100)} µs timed in blocks of 100`],
+    [`\`track()\` per call, ${num(t.calls)} calls (the side-by-side runs above)`, `median ${num(t.medianUs)} µs, p99 ${num(t.p99Us)} µs; mean ${num(t.meanUsPerCallInBlocksOf100)} µs timed in blocks of 100`],
     ["main-thread time to track and flush 1,000 events (CDP `TaskDuration`)", `${num(f.mainThreadMs)} ms: track ${num(f.trackMainThreadMs)} + flush ${num(f.flushMainThreadMs)} (${num(f.wallMs)} ms wall), median of ${f.rounds}`],
     [`reference, same page and run: ${f.requests} plain \`fetch()\` calls of the same body sizes, no SDK`, `${num(f.referencePlainFetchMs)} ms main thread`],
     ["JS heap after (CDP `JSHeapUsedSize`)", `${num(f.jsHeapMB)} MB`],

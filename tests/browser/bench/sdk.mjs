@@ -13,7 +13,7 @@ import { startReceiver, startSite, launchChromium, openPage } from "../harness.m
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../../..");
 const quick = process.argv.includes("--quick");
-const CALLS = quick ? 1000 : 10_000;
+const CALLS = quick ? 1000 : 10_000; // track() calls per SDK and page
 const FLUSH_EVENTS = 1000;
 const ROUNDS = quick ? 1 : 5;
 // The side-by-side comparison: rounds of the four SDKs, in a rotating order.
@@ -67,35 +67,10 @@ const site = await startSite({ headers: { "cross-origin-opener-policy": "same-or
 const receiver = await startReceiver();
 const browser = await launchChromium();
 
-const perCall = [];
-// performance.now() ticks every 5 µs even when isolated: a block of 100 calls
-// timed as one gives the finer per-call mean.
-const perBlock = [];
+// cuecast alone (per-call track() figures come from the side-by-side runs below).
 const flushRuns = [];
 for (let round = 0; round < ROUNDS; round++) {
   const { page, context } = await openPage(browser, site, receiver, { autoCapture: false });
-  const isolated = await page.evaluate(() => crossOriginIsolated);
-  if (!isolated) throw new Error("bench page is not cross-origin isolated: timings would be coarse");
-  // track(): CALLS calls, 100 per task so that sends interleave as in a real page.
-  const { times, blocks } = await page.evaluate(async (calls) => {
-    const out = new Float64Array(calls);
-    const blocks = [];
-    let blockStart = performance.now();
-    for (let i = 0; i < calls; i++) {
-      const t0 = performance.now();
-      cc.track("report.exported", { format: "csv", rows: i, filters: { region: "emea" } });
-      out[i] = performance.now() - t0;
-      if (i % 100 === 99) {
-        blocks.push((performance.now() - blockStart) / 100);
-        await new Promise((r) => setTimeout(r, 0));
-        blockStart = performance.now();
-      }
-    }
-    await cc.flush();
-    return { times: Array.from(out), blocks };
-  }, CALLS);
-  perCall.push(...times);
-  perBlock.push(...blocks);
   // Main-thread time to track and flush FLUSH_EVENTS events (CDP TaskDuration).
   const cdp = await context.newCDPSession(page);
   await cdp.send("Performance.enable");
@@ -274,12 +249,6 @@ const result = {
   quick,
   size,
   anchors,
-  track: {
-    calls: perCall.length,
-    medianUs: quantile(perCall, 0.5) * 1000,
-    p99Us: quantile(perCall, 0.99) * 1000,
-    meanUsPerCallInBlocksOf100: (perBlock.reduce((a, b) => a + b, 0) / perBlock.length) * 1000,
-  },
   flush1000: {
     mainThreadMs: quantile(flushRuns.map((r) => r.busyMs), 0.5),
     trackMainThreadMs: quantile(flushRuns.map((r) => r.trackBusyMs), 0.5),
@@ -330,6 +299,12 @@ for (const name of SDKS.slice(1)) {
   };
 }
 result.compare = compare;
+result.track = {
+  calls: CALLS * COMPARE_ROUNDS,
+  medianUs: cc.medianUs,
+  p99Us: cc.p99Us,
+  meanUsPerCallInBlocksOf100: cc.meanUsInBlocksOf100,
+};
 
 const kb = (b) => `${(b / 1024).toFixed(1)} KB`;
 console.log(`\ncuecast SDK benchmark, ${result.date}, ${result.machine.cpus} × ${result.machine.model}${quick ? " (quick)" : ""}`);
