@@ -130,15 +130,21 @@ if (sdk) {
 if (relay) {
   out.push("## Relay", "");
   out.push("`cuecast-loadgen` (Rust, same machine): the relay and a receiver on loopback, every figure from one run. Each section below is rendered from `target/bench/relay.json` as it is.", "");
-  for (const [section, value] of Object.entries(relay)) {
+  const sections = Object.entries(relay);
+  const scalars = sections.filter(([, v]) => !(v && typeof v === "object" && !Array.isArray(v)));
+  if (scalars.length) out.push(scalars.map(([k, v]) => `\`${k}\`: ${num(v, 2)}`).join(", ") + ".", "");
+  for (const [section, value] of sections) {
     if (value && typeof value === "object" && !Array.isArray(value)) {
       out.push(`### \`${section}\``, "", table(["figure", "value"], flat(value)), "");
-    } else {
-      out.push(`- \`${section}\`: ${num(value, 2)}`);
     }
   }
-  out.push("");
 }
+
+// What a reader needs to weigh a drill's figures, beside the drill's own description.
+const drillNotes = {
+  kill: "Lost is counted against what the relay acknowledged (a 202); repeats are what at-least-once delivery allows: a kill after a webhook answered but before the relay recorded the answer repeats that attempt, with the same `webhook-id`, on which receivers dedupe.",
+  sick: "The drill's retry schedule is compressed (1 to 5 s instead of the default 5 s, 5 min, 30 min, …) so that recovery shows within the drill: it is a worst case for retry traffic, and the healthy webhook shares the relay's two cores with those retries. The issue's 5-minute sick period is shortened to the phase length above.",
+};
 
 if (drills) {
   out.push("## Drills", "");
@@ -146,8 +152,9 @@ if (drills) {
   for (const [section, value] of Object.entries(drills)) {
     if (section === "date") continue;
     if (value && typeof value === "object") {
-      if (value.what) out.push(`### ${section}`, "", value.what, "");
-      else out.push(`### ${section}`, "");
+      out.push(`### ${section}`, "");
+      if (value.what) out.push(value.what, "");
+      if (drillNotes[section]) out.push(drillNotes[section], "");
       const { what, ...rest } = value;
       out.push(table(["figure", "value"], flat(rest)), "");
     }
