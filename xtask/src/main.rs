@@ -5,7 +5,8 @@
 //! - `setup.rs`: installs what is missing (wasm target, wasm-bindgen CLI
 //!   matching Cargo.lock, Debian's Chromium, the npm tools).
 //! - `pkg.rs`: builds the npm package into `pkg/` (cargo → wasm-bindgen →
-//!   wasm-opt → `pkg-template/`).
+//!   wasm-opt → `pkg-template/`), and installs it where the tests and the
+//!   benchmarks use it (the Vite-built example app and benchmark page).
 //!
 //! Every command installs what it needs first, so each works on a fresh
 //! machine of this kind.
@@ -21,7 +22,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   build          build the npm package into pkg/ (cargo, wasm-bindgen, wasm-opt)
   test           the whole suite: host tests, then the packed npm package in headless Chromium
-                 (alone, and through the relay to webhook receivers)
+                 (alone, through the relay to webhook receivers, and in a Vite-built app)
   demo           run the demo: relay or receiver, plus the demo page on http://127.0.0.1:8080
   bench [--quick] measure the SDK against the anchors, the relay, and run the drills; writes
                  target/bench/*.json and BENCHMARKS.md (--quick: a smoke run, its report in target/bench/)
@@ -118,7 +119,7 @@ fn bench(quick: bool) -> Result {
     let out = root().join("target/bench/relay.json");
     std::fs::write(&out, format!("{figures}\n")).map_err(|e| format!("{}: {e}", out.display()))?;
     println!("{figures}\nwritten target/bench/relay.json");
-    step("drills (the relay binary SIGKILLed under load; a sick receiver beside a healthy one)");
+    step("drills (the relay SIGKILLed under load; a sick receiver beside a healthy one; navigate-away trials)");
     run(Command::new(cargo())
         .args(["build", "--quiet", "--release", "-p", "cuecast-relay", "--bin", "cuecast-relay"])
         .current_dir(root()))?;
