@@ -5,7 +5,8 @@
 //! - `setup.rs`: installs what is missing (wasm target, wasm-bindgen CLI
 //!   matching Cargo.lock, Debian's Chromium, the npm tools).
 //! - `pkg.rs`: builds the npm package into `pkg/` (cargo → wasm-bindgen →
-//!   wasm-opt → `pkg-template/`).
+//!   wasm-opt → `pkg-template/`), and installs it where the tests and the
+//!   benchmarks use it (the Vite-built example app and benchmark page).
 //!
 //! Every command installs what it needs first, so each works on a fresh
 //! machine of this kind.
@@ -21,9 +22,10 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   build          build the npm package into pkg/ (cargo, wasm-bindgen, wasm-opt)
   test           the whole suite: host tests, then the packed npm package in headless Chromium
-                 (alone, and through the relay to webhook receivers)
+                 (alone, through the relay to webhook receivers, and in a Vite-built app)
   demo           run the demo: relay or receiver, plus the demo page on http://127.0.0.1:8080
-  bench [--quick] measure size and speed; writes target/bench/bench.json
+  bench [--quick] measure the SDK against the anchors, the relay, and run the drills; writes
+                 target/bench/*.json and BENCHMARKS.md (--quick: a smoke run, its report in target/bench/)
   setup          install what is missing (also done by every command above)";
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn test() -> Result {
         .current_dir(root()))?;
     let tarball = pkg::build(&tools)?;
     pkg::install_for_tests(&tarball)?;
+    pkg::install_and_build("tests/browser/app", &[])?;
     step("browser tests (node --test, headless Chromium)");
     run(node_tests(&tools, "tests/browser").current_dir(root()))
 }
@@ -93,11 +96,10 @@ fn bench(quick: bool) -> Result {
     let tools = setup::all()?;
     let tarball = pkg::build(&tools)?;
     pkg::install_for_tests(&tarball)?;
-    let anchors = root().join("tests/browser/bench/anchors");
-    if !anchors.join("node_modules").exists() {
-        step("installing the anchor SDKs for the size comparison (pinned, scripts off)");
-        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"]).current_dir(&anchors))?;
-    }
+    // The anchor SDKs (pinned, install scripts off) and the page that bundles each of them;
+    // the example app for the navigate-away drill.
+    pkg::install_and_build("tests/browser/bench/anchors", &["--ignore-scripts"])?;
+    pkg::install_and_build("tests/browser/app", &[])?;
     step("SDK benchmarks (size, main-thread cost in headless Chromium)");
     let mut cmd = Command::new("node");
     cmd.arg("tests/browser/bench/sdk.mjs").env("CHROMIUM", &tools.chromium).current_dir(root());
@@ -117,7 +119,23 @@ fn bench(quick: bool) -> Result {
     let out = root().join("target/bench/relay.json");
     std::fs::write(&out, format!("{figures}\n")).map_err(|e| format!("{}: {e}", out.display()))?;
     println!("{figures}\nwritten target/bench/relay.json");
-    Ok(())
+    step("drills (the relay SIGKILLed under load; a sick receiver beside a healthy one; navigate-away trials)");
+    run(Command::new(cargo())
+        .args(["build", "--quiet", "--release", "-p", "cuecast-relay", "--bin", "cuecast-relay"])
+        .current_dir(root()))?;
+    let mut drills = Command::new("node");
+    drills.arg("tests/browser/bench/drills.mjs").current_dir(root());
+    if quick {
+        drills.arg("--quick");
+    }
+    run(&mut drills)?;
+    // A quick run writes its report under target/bench, never over the committed BENCHMARKS.md.
+    step("report");
+    run(Command::new("node")
+        .arg("tests/browser/bench/report.mjs")
+        .arg(if quick { "cargo xtask bench --quick" } else { "cargo xtask bench" })
+        .env("CHROMIUM", &tools.chromium)
+        .current_dir(root()))
 }
 
 fn node_tests(tools: &setup::Tools, dir: &str) -> Command {

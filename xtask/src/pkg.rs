@@ -66,3 +66,20 @@ pub fn install_for_tests(tarball: &std::path::Path) -> Result {
         .arg(tarball)
         .current_dir(root().join("tests/browser")))
 }
+
+/// Installs an npm project that depends on the packed tarball (`file:` in
+/// its package.json), as its users would: `npm ci` from its lockfile, then
+/// builds it with its own `npm run build` (Vite). The lockfiles carry no
+/// integrity for the tarball, so `npm ci` reads the file rebuilt just now;
+/// the installed module is compared with `pkg/` to be sure.
+pub fn install_and_build(dir: &str, extra: &[&str]) -> Result {
+    let dir = root().join(dir);
+    step(&format!("npm ci and vite build in {}", dir.strip_prefix(root()).unwrap_or(&dir).display()));
+    run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).args(extra).current_dir(&dir))?;
+    let wasm = "cuecast_bg.wasm";
+    let installed = std::fs::read(dir.join("node_modules/cuecast").join(wasm)).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if installed != std::fs::read(root().join("pkg").join(wasm)).map_err(|e| e.to_string())? {
+        return Err(format!("{}: npm ci installed another cuecast than the one just packed", dir.display()));
+    }
+    run(Command::new("npm").args(["run", "--silent", "build"]).current_dir(&dir))
+}
