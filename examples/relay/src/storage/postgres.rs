@@ -394,7 +394,7 @@ impl Postgres {
                         .prepare_cached(
                             "WITH a AS (INSERT INTO attempts (delivery_id, at, status, duration_ms, response, error) VALUES ($1, $2, $3, $4, $5, $6))
                              UPDATE deliveries SET status = $7, attempts = $8, next_attempt_at = $9, updated_at = $2, last_error = $6,
-                                 lease_until = CASE WHEN $7 = 'pending' THEN GREATEST(lease_until, $9 + $11) ELSE 0 END
+                                 lease_until = CASE WHEN $7 = 'pending' THEN GREATEST(lease_until, $9::bigint + $11::bigint) ELSE 0 END
                              WHERE id = $1 AND lease_owner = $10",
                         )
                         .await?;
