@@ -703,7 +703,10 @@ impl Config {
         }
         if limits.retention < limits.dedupe_window {
             let at = raw.limits.as_ref().and_then(|l| l.retention.as_ref()).map(|d| d.span().start);
-            check.error(at, "retention must be at least the dedupe_window (an event id is remembered while its event is kept)");
+            check.error(
+                at,
+                "retention must be at least the dedupe_window (an event id is remembered while its event is kept)",
+            );
         }
 
         let rules = match Rules::new(&webhooks) {
@@ -815,7 +818,11 @@ rate_limit = "20/s"
     #[test]
     fn postgres_storage_leases_and_retention() {
         let env = |n: &str| (n == "CUECAST_STORAGE").then(|| "postgres://relay@db.internal/cuecast".to_string());
-        let c = Config::parse("[[webhook]]\nid = \"a\"\nevents = [\"*\"]\nurl = \"https://x.example\"\ntimeout = \"20s\"\n", &env).unwrap();
+        let c = Config::parse(
+            "[[webhook]]\nid = \"a\"\nevents = [\"*\"]\nurl = \"https://x.example\"\ntimeout = \"20s\"\n",
+            &env,
+        )
+        .unwrap();
         assert_eq!(c.storage, Storage::Postgres("postgres://relay@db.internal/cuecast".into()));
         assert!(!c.migrate_on_start, "a shared schema is migrated on purpose, not by whichever relay starts first");
         assert_eq!(c.limits.lease, Duration::from_secs(60), "three times the longest timeout");

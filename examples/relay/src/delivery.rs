@@ -330,7 +330,10 @@ impl Dispatcher {
                     let kept: HashSet<i64> = kept.into_iter().collect();
                     let lost: HashSet<i64> = held.into_iter().filter(|id| !kept.contains(id)).collect();
                     if !lost.is_empty() {
-                        tracing::debug!(count = lost.len(), "leases lost to another relay (or finished meanwhile); dropping them");
+                        tracing::debug!(
+                            count = lost.len(),
+                            "leases lost to another relay (or finished meanwhile); dropping them"
+                        );
                         inner.owned.lock().unwrap().retain(|id| !lost.contains(id));
                     }
                     // After the clean-up: whatever `owned` holds now is leased until at least this.

@@ -162,15 +162,6 @@ impl Rate {
     }
 }
 
-/// The fixed window of `rate` that `now_ms` falls in, as [start, end) in
-/// Unix ms. Windows are aligned to the epoch, so relays that share a counter
-/// per window agree on which window they are in.
-pub fn fixed_window(rate: Rate, now_ms: i64) -> (i64, i64) {
-    let len = (rate.per.as_millis() as i64).max(1);
-    let start = now_ms - now_ms.rem_euclid(len);
-    (start, start + len)
-}
-
 /// A token bucket: `rate.count` tokens refill over `rate.per`; a burst of up
 /// to `rate.count` passes at once.
 #[derive(Debug, Clone)]
@@ -210,15 +201,6 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fixed_windows_are_aligned_to_the_epoch() {
-        let per_s = Rate { count: 20, per: Duration::from_secs(1) };
-        assert_eq!(fixed_window(per_s, 1_700_000_000_123), (1_700_000_000_000, 1_700_000_001_000));
-        assert_eq!(fixed_window(per_s, 1_700_000_001_000), (1_700_000_001_000, 1_700_000_002_000));
-        let per_h = Rate { count: 1, per: Duration::from_secs(3600) };
-        assert_eq!(fixed_window(per_h, 7_200_001), (7_200_000, 10_800_000));
-    }
 
     #[test]
     fn patterns_match_exact_prefix_and_all() {

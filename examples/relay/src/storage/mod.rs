@@ -376,9 +376,8 @@ impl Storage {
 pub enum RateLimiter {
     /// A token bucket in this process.
     Local { bucket: Bucket, start: tokio::time::Instant },
-    /// A counter row per webhook and fixed window in PostgreSQL that every
-    /// relay increments: at most `rate.count` attempts start per window across
-    /// all relays (so up to twice that in a span straddling two windows).
+    /// The same token bucket, kept in one PostgreSQL row that every relay
+    /// takes from: the limit holds across relays exactly as in one process.
     Shared { db: postgres::Postgres, webhook_id: String, rate: Rate },
 }
 

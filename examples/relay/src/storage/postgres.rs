@@ -27,11 +27,11 @@ use super::{
     SCHEMA_VERSION,
 };
 use crate::error::{Error, Result};
-use crate::policy::{fixed_window, Rate};
+use crate::policy::Rate;
 
 /// Forward-only migrations; `cuecast_schema` lists the versions applied.
 /// The same logical schema as the SQLite file (`BIGINT` Unix ms for times),
-/// plus the shared rate-limit counters.
+/// plus the shared rate-limit buckets.
 const MIGRATIONS: &[&str] = &[
     // 1: events, deliveries, attempts.
     r#"
@@ -75,17 +75,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
     "#,
-    // 2: leases, so many relays can share the work; per-window rate counters.
+    // 2: leases, so many relays can share the work; one token bucket per rate-limited webhook.
     r#"
     ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
     ALTER TABLE deliveries ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0;
     CREATE INDEX deliveries_lease ON deliveries(lease_until) WHERE status = 'pending';
-    CREATE TABLE rate_windows (
-        webhook_id   TEXT NOT NULL,
-        window_start BIGINT NOT NULL,
-        used         INTEGER NOT NULL,
-        granted      INTEGER NOT NULL,
-        PRIMARY KEY (webhook_id, window_start)
+    CREATE TABLE rate_buckets (
+        webhook_id TEXT PRIMARY KEY,
+        tokens     DOUBLE PRECISION NOT NULL,
+        at         BIGINT NOT NULL
     );
     "#,
 ];
@@ -179,8 +177,7 @@ fn newer(v: usize) -> Error {
 }
 
 async fn schema_version(client: &impl tokio_postgres::GenericClient) -> Result<usize> {
-    let exists: bool =
-        client.query_one("SELECT to_regclass('cuecast_schema') IS NOT NULL", &[]).await?.get(0);
+    let exists: bool = client.query_one("SELECT to_regclass('cuecast_schema') IS NOT NULL", &[]).await?.get(0);
     if !exists {
         return Ok(0);
     }
@@ -222,8 +219,7 @@ impl Postgres {
             check_version(schema_version(&client).await?)?;
         }
         drop(client);
-        let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(16)
             .runtime(Runtime::Tokio1)
@@ -252,7 +248,10 @@ impl Postgres {
         let finished = tokio::time::timeout(Duration::from_secs(5), self.writes.wait()).await;
         self.writes.reopen();
         finished.map_err(|_| {
-            Error::Storage("results of some attempts are not stored; their leases will run out and another relay retries them".into())
+            Error::Storage(
+                "results of some attempts are not stored; their leases will run out and another relay retries them"
+                    .into(),
+            )
         })
     }
 
@@ -507,34 +506,31 @@ impl Postgres {
         Ok(())
     }
 
-    /// Takes one token of `webhook_id`'s current window: `Err(wait)` until
-    /// the next window when every relay together has used `rate.count`.
+    /// Takes one token from `webhook_id`'s bucket, which every relay
+    /// shares: the same token bucket as in one process (burst `rate.count`,
+    /// refilled at `rate`), kept in one row on the database's clock.
+    /// `Err(wait)` when it is empty.
     pub async fn take_token(&self, webhook_id: &str, rate: Rate) -> Result<Result<(), Duration>> {
-        let now = now_ms();
-        let (start, end) = fixed_window(rate, now);
+        let per_ms = rate.per.as_millis().max(1) as f64;
+        let capacity = rate.count as f64;
         let client = self.client().await?;
-        // `granted` is how many of the one asked for were given: the SET
-        // expressions see the row as it was before this update.
+        // The row lock serialises relays taking from the same bucket; the
+        // update happens only when a whole token is there.
         let stmt = client
-            .prepare_cached(
-                "INSERT INTO rate_windows AS r (webhook_id, window_start, used, granted) VALUES ($1, $2, LEAST(1, $3::int), LEAST(1, $3::int))
-                 ON CONFLICT (webhook_id, window_start) DO UPDATE
-                 SET used = LEAST(r.used + 1, $3), granted = LEAST(r.used + 1, $3) - r.used
-                 RETURNING granted",
-            )
+            .prepare_cached(&format!(
+                "INSERT INTO rate_buckets AS r (webhook_id, tokens, at) VALUES ($1, $2::float8 - 1, {NOW_MS})
+                 ON CONFLICT (webhook_id) DO UPDATE
+                 SET tokens = LEAST($2::float8, r.tokens + ({NOW_MS} - r.at) * $3::float8) - 1, at = {NOW_MS}
+                 WHERE LEAST($2::float8, r.tokens + ({NOW_MS} - r.at) * $3::float8) >= 1
+                 RETURNING tokens"
+            ))
             .await?;
-        let granted: i32 = client.query_one(&stmt, &[&webhook_id, &start, &(rate.count as i32)]).await?.get(0);
-        if granted > 0 {
-            // Old windows are garbage; one relay in a few hundred cleans up.
-            if rand::random::<u8>() == 0 {
-                let _ = client
-                    .execute("DELETE FROM rate_windows WHERE webhook_id = $1 AND window_start < $2", &[&webhook_id, &start])
-                    .await;
-            }
-            Ok(Ok(()))
-        } else {
-            Ok(Err(Duration::from_millis((end - now).max(1) as u64)))
-        }
+        let taken = client.query_opt(&stmt, &[&webhook_id, &capacity, &(capacity / per_ms)]).await?;
+        Ok(match taken {
+            Some(_) => Ok(()),
+            // About the time one token takes to come back.
+            None => Err(Duration::from_millis((per_ms / capacity).ceil().max(1.0) as u64)),
+        })
     }
 
     pub async fn disable_webhook(&self, webhook_id: String, reason: String) -> Result<()> {

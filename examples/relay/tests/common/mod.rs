@@ -337,12 +337,19 @@ impl TestDb {
     }
 
     pub fn attempts(&self, delivery: i64) -> Vec<AttemptRow> {
-        self.query(&format!("SELECT status, response, error, at FROM attempts WHERE delivery_id = {delivery} ORDER BY id"))
-            .into_iter()
-            .map(|r| {
-                (r[0].as_deref().map(|s| s.parse().unwrap()), r[1].clone(), r[2].clone(), r[3].as_deref().unwrap().parse().unwrap())
-            })
-            .collect()
+        self.query(&format!(
+            "SELECT status, response, error, at FROM attempts WHERE delivery_id = {delivery} ORDER BY id"
+        ))
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].as_deref().map(|s| s.parse().unwrap()),
+                r[1].clone(),
+                r[2].clone(),
+                r[3].as_deref().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
     }
 }
 
