@@ -433,3 +433,68 @@ async fn cut_off_from_postgres_relays_answer_503_then_resume_by_themselves() {
     report(&format!("cut off for {down_for:?}"), &state, &seen);
     assert!(state.unavailable.load(Ordering::Relaxed) > 0);
 }
+
+#[tokio::test]
+async fn unreachable_or_unmigrated_postgres_at_start_up_is_a_clear_error_and_a_failing_exit() {
+    if !pg_available() {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres);
+    let config = db.dir.path().join("relay.toml");
+    let serve = |storage: &str, wait: &str| {
+        std::fs::write(&config, format!("storage = \"{storage}\"\n[limits]\nstorage_wait = \"{wait}\"\n")).unwrap();
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("CUECAST_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), started.elapsed())
+    };
+    let closed = format!("postgres://root:hunter2@127.0.0.1:{}/nowhere", free_port());
+    let (ok, stderr, took) = serve(&closed, "0s");
+    assert!(!ok);
+    assert!(stderr.contains("cannot reach PostgreSQL at postgres://root:***@127.0.0.1"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "the password never reaches the log: {stderr}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // Asked to wait, it keeps trying for that long before giving up.
+    let (ok, _, took) = serve(&closed, "2s");
+    assert!(!ok && took >= Duration::from_secs(2), "{took:?}");
+    // Reachable but never migrated: the error says what to run.
+    let (ok, stderr, _) = serve(&db.url, "0s");
+    assert!(!ok && stderr.contains("cuecast-relay migrate"), "{stderr}");
+}
+
+/// A webhook disabled by a 410 at one relay is disabled at the others
+/// within a sweep: their new events for it are dead-lettered, not sent.
+#[tokio::test]
+async fn a_webhook_disabled_at_one_relay_is_disabled_at_all_within_a_sweep() {
+    if !pg_available() {
+        return;
+    }
+    let receiver = Receiver::start(|_, n| if n == 0 { Reply::status(410) } else { Reply::ok() }).await;
+    let toml = format!(
+        "[limits]\nsweep_interval = \"200ms\"\nshutdown_grace = \"200ms\"\n{SOURCES}{}",
+        hook("gone", &receiver.url("/gone"), "")
+    );
+    let db = Arc::new(TestDb::new(Backend::Postgres));
+    let a = TestRelay::start_in(db.clone(), &toml).await;
+    let b = TestRelay::start_in(db.clone(), &toml).await;
+    assert_eq!(a.post(&batch(vec![nps(1)])).await.0, 202);
+    receiver.wait_for("/gone", 1, Duration::from_secs(10)).await;
+    eventually("the 410 to be stored", Duration::from_secs(10), || {
+        !db.query("SELECT webhook_id FROM webhook_state").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(b.post(&batch(vec![nps(2)])).await.0, 202);
+    eventually("b's delivery to be dead-lettered", Duration::from_secs(10), || {
+        db.deliveries().iter().filter(|d| d.2 == "dead").count() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.on("/gone").len(), 1, "nothing more was sent to the disabled webhook");
+    a.stop().await;
+    b.stop().await;
+}
