@@ -24,7 +24,7 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use common::*;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const LEASE: &str = "3s";
 
@@ -280,7 +280,7 @@ async fn three_relays_deliver_every_acknowledged_event_once_at_a_time() {
     if !pg_available() {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (hook_url, seen, _rx) = receiver().await;
     let (db, config) = setup(&hook_url);
     let relays: Vec<Relay> =
@@ -306,7 +306,7 @@ async fn sigkill_one_of_three_and_the_others_finish_its_deliveries_after_the_lea
     if !pg_available() {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (hook_url, seen, _rx) = receiver().await;
     let (db, config) = setup(&hook_url);
     let mut relays: Vec<Relay> =
@@ -363,7 +363,7 @@ async fn cut_off_from_postgres_relays_answer_503_then_resume_by_themselves() {
     if !pg_available() {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (hook_url, seen, _rx) = receiver().await;
     let (db, config) = setup(&hook_url);
     let relays: Vec<Relay> =

@@ -94,7 +94,7 @@ const _: () = assert!(MIGRATIONS.len() == SCHEMA_VERSION);
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// Serialises migrations of relays starting together (any constant will do).
-const MIGRATION_LOCK: i64 = 0x6375_6563_6173_74;
+const MIGRATION_LOCK: i64 = 0x0063_7565_6361_7374;
 
 /// How long a request waits for a pooled connection, or for a new one.
 const POOL_TIMEOUT: Duration = Duration::from_secs(3);

@@ -403,7 +403,7 @@ impl Sqlite {
 
     /// Storage reachable and the schema current (for `/readyz`).
     pub async fn ready(&self) -> Result<()> {
-        self.call(|conn| check_version(conn)).await
+        self.call(check_version).await
     }
 
     /// One retention batch: a job of its own in the writer queue, so ingest
