@@ -121,8 +121,16 @@ async fn receiver() -> (String, Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
                 }
                 fail
             };
+            // Out of flight when the answer is sent, or when the sender hangs
+            // up first (a killed relay, a timeout): hyper then drops this future.
+            struct Landed(Arc<Mutex<Seen>>, String);
+            impl Drop for Landed {
+                fn drop(&mut self) {
+                    self.0.lock().unwrap().in_flight.remove(&self.1);
+                }
+            }
+            let _landed = Landed(seen.clone(), msg);
             tokio::time::sleep(Duration::from_millis(20)).await;
-            seen.lock().unwrap().in_flight.remove(&msg);
             if fail {
                 axum::http::StatusCode::SERVICE_UNAVAILABLE
             } else {
@@ -380,11 +388,21 @@ async fn cut_off_from_postgres_relays_answer_503_then_resume_by_themselves() {
     // Cut: no new connections to this test's database, and the relays' open ones terminated.
     let name = db.url.rsplit('/').next().unwrap().to_string();
     let admin = format!("{}/test", pg_server());
-    let cut = format!(
-        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid();"
-    );
+    let cut = format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false");
     pg(admin.clone(), move |c| c.batch_execute(&cut)).unwrap();
     let cut_at = Instant::now();
+    // Terminate until none is left: a connection that was being set up when
+    // connections were disallowed can still appear after the first round.
+    let terminate = format!(
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    );
+    let mut quiet_rounds = 0;
+    while quiet_rounds < 3 {
+        let sql = terminate.clone();
+        let n: i64 = pg(admin.clone(), move |c| c.query_one(&sql, &[]).map(|r| r.get(0))).unwrap();
+        quiet_rounds = if n == 0 { quiet_rounds + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let restored = Arc::new(AtomicBool::new(false));
     // Restore even if an assertion below fails, so the database can be dropped.
     struct Restore(String, String, Arc<AtomicBool>);
@@ -410,9 +428,10 @@ async fn cut_off_from_postgres_relays_answer_503_then_resume_by_themselves() {
         assert!(Instant::now() < deadline, "relays did not notice the database was gone ({down} of 3 not ready)");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Attempts go on while the last renewed lease still covers them (lease 3 s
-    // minus the 1 s timeout and a tenth of the lease), then stop.
-    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(cut_at.elapsed())).await;
+    // Attempts may start while the last renewed lease still covers them
+    // (until 3 s lease - 1 s timeout - 0.3 s margin after the cut) and last up
+    // to the 1 s timeout; after that nothing may reach the receiver.
+    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(cut_at.elapsed())).await;
     let before = seen.lock().unwrap().requests;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = seen.lock().unwrap().requests;
