@@ -12,8 +12,11 @@
 //!   quarter lease, and takes on unheld work (replayed, or left by a relay
 //!   that died) with `FOR UPDATE SKIP LOCKED`, so relays never wait for each
 //!   other. Every write about a delivery is fenced by `lease_owner = me`.
-//! - Results of attempts are retried until the database takes them: an
-//!   attempt made while the database is away is not forgotten.
+//! - Results of attempts queue on a channel; one writer task stores
+//!   everything queued in one statement (group commit again, and in order,
+//!   so a delivery's final result never lands before its retry), and retries
+//!   until the database takes it: an attempt made while the database is away
+//!   is not forgotten.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -106,9 +109,22 @@ pub struct Postgres {
     /// This relay's name in `lease_owner`: unique per process start.
     me: std::sync::Arc<str>,
     lease_ms: i64,
-    /// Results still being written (retried while the database is away).
+    /// Dead letters still being written (retried while the database is away).
     writes: TaskTracker,
+    /// Attempt results for the writer task.
+    results: tokio::sync::mpsc::UnboundedSender<Recorded>,
+    /// Results submitted and not yet stored.
+    unstored: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// An attempt result and what to run once it is stored.
+struct Recorded {
+    record: AttemptRecord,
+    then: Box<dyn FnOnce() + Send>,
+}
+
+/// Most results stored in one statement.
+const RESULT_BATCH: usize = 1000;
 
 fn pg_config(url: &str) -> Result<tokio_postgres::Config> {
     let mut config = tokio_postgres::Config::from_str(url)
@@ -231,7 +247,13 @@ impl Postgres {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "relay".into());
         let me = format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>());
         tracing::info!(owner = %me, "PostgreSQL storage ready");
-        Ok(Postgres { pool, me: me.into(), lease_ms: options.lease.as_millis() as i64, writes: TaskTracker::new() })
+        let (results, queued) = tokio::sync::mpsc::unbounded_channel();
+        let unstored = std::sync::Arc::default();
+        let me: std::sync::Arc<str> = me.into();
+        let lease_ms = options.lease.as_millis() as i64;
+        // The writer holds no sender: it ends when the last handle is dropped.
+        tokio::spawn(store_results(pool.clone(), me.clone(), lease_ms, queued, std::sync::Arc::clone(&unstored)));
+        Ok(Postgres { pool, me, lease_ms, writes: TaskTracker::new(), results, unstored })
     }
 
     /// This relay's lease owner name.
@@ -245,7 +267,13 @@ impl Postgres {
 
     pub async fn flush(&self) -> Result<()> {
         self.writes.close();
-        let finished = tokio::time::timeout(Duration::from_secs(5), self.writes.wait()).await;
+        let finished = tokio::time::timeout(Duration::from_secs(5), async {
+            self.writes.wait().await;
+            while self.unstored.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
         self.writes.reopen();
         finished.map_err(|_| {
             Error::Storage(
@@ -381,46 +409,11 @@ impl Postgres {
     }
 
     pub fn record(&self, r: AttemptRecord, then: impl FnOnce() + Send + 'static) {
-        self.write_until_stored(
-            "recording an attempt",
-            move |db| {
-                let r = r.clone();
-                async move {
-                    let client = db.client().await?;
-                    // One statement (one round-trip): the attempt, and the
-                    // delivery's new state if this relay still holds it.
-                    let stmt = client
-                        .prepare_cached(
-                            "WITH a AS (INSERT INTO attempts (delivery_id, at, status, duration_ms, response, error) VALUES ($1, $2, $3, $4, $5, $6))
-                             UPDATE deliveries SET status = $7, attempts = $8, next_attempt_at = $9, updated_at = $2, last_error = $6,
-                                 lease_until = CASE WHEN $7 = 'pending' THEN GREATEST(lease_until, $9::bigint + $11::bigint) ELSE 0 END
-                             WHERE id = $1 AND lease_owner = $10",
-                        )
-                        .await?;
-                    let status = r.http_status.map(i32::from);
-                    client
-                        .execute(
-                            &stmt,
-                            &[
-                                &r.delivery_id,
-                                &r.at,
-                                &status,
-                                &r.duration_ms,
-                                &r.response,
-                                &r.error,
-                                &r.new_status.as_str(),
-                                &(r.attempts as i32),
-                                &r.next_attempt_at,
-                                &&*db.me,
-                                &db.lease_ms,
-                            ],
-                        )
-                        .await?;
-                    Ok(())
-                }
-            },
-            then,
-        );
+        self.unstored.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.results.send(Recorded { record: r, then: Box::new(then) }).is_err() {
+            self.unstored.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            tracing::error!("storage: an attempt result was dropped, the writer has stopped");
+        }
     }
 
     pub fn dead_letter(&self, delivery_id: i64, reason: String, then: impl FnOnce() + Send + 'static) {
@@ -676,6 +669,91 @@ impl Postgres {
             .await?;
         Ok(n as usize)
     }
+}
+
+/// The writer task: takes everything queued (up to [`RESULT_BATCH`], and
+/// each delivery once per batch so the order of its results holds), stores
+/// it in one statement, and only then runs the callbacks.
+async fn store_results(
+    pool: Pool,
+    me: std::sync::Arc<str>,
+    lease_ms: i64,
+    mut queued: tokio::sync::mpsc::UnboundedReceiver<Recorded>,
+    unstored: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let mut carried: Option<Recorded> = None;
+    loop {
+        let first = match carried.take() {
+            Some(r) => r,
+            None => match queued.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let mut ids = std::collections::HashSet::from([first.record.delivery_id]);
+        let mut batch = vec![first];
+        while batch.len() < RESULT_BATCH {
+            match queued.try_recv() {
+                Ok(r) if ids.insert(r.record.delivery_id) => batch.push(r),
+                Ok(r) => {
+                    carried = Some(r);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let (records, thens): (Vec<AttemptRecord>, Vec<_>) = batch.into_iter().map(|r| (r.record, r.then)).unzip();
+        let mut wait = Duration::from_millis(100);
+        let mut warned = false;
+        while let Err(e) = store_batch(&pool, &me, lease_ms, &records).await {
+            if !warned {
+                tracing::warn!(error = %e, results = records.len(), "storage: recording attempts failed; retrying until PostgreSQL is back");
+                warned = true;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+        let n = thens.len();
+        for then in thens {
+            then();
+        }
+        unstored.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The attempts, and each delivery's new state where this relay still holds it.
+async fn store_batch(pool: &Pool, me: &str, lease_ms: i64, batch: &[AttemptRecord]) -> Result<()> {
+    let client = pool.get().await.map_err(|e| Error::Storage(format!("PostgreSQL: {e}")))?;
+    let stmt = client
+        .prepare_cached(
+            "WITH r AS (
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bigint[])
+                 AS t(id, at, http, duration, response, error, status, attempts, next_at)),
+             a AS (INSERT INTO attempts (delivery_id, at, status, duration_ms, response, error)
+                   SELECT id, at, http, duration, response, error FROM r)
+             UPDATE deliveries d SET status = r.status, attempts = r.attempts, next_attempt_at = r.next_at,
+                 updated_at = r.at, last_error = r.error,
+                 lease_until = CASE WHEN r.status = 'pending' THEN GREATEST(d.lease_until, r.next_at + $11::bigint) ELSE 0 END
+             FROM r WHERE d.id = r.id AND d.lease_owner = $10",
+        )
+        .await?;
+    let records = || batch.iter();
+    let ids: Vec<i64> = records().map(|r| r.delivery_id).collect();
+    let at: Vec<i64> = records().map(|r| r.at).collect();
+    let http: Vec<Option<i32>> = records().map(|r| r.http_status.map(i32::from)).collect();
+    let duration: Vec<i64> = records().map(|r| r.duration_ms).collect();
+    let response: Vec<Option<&str>> = records().map(|r| r.response.as_deref()).collect();
+    let error: Vec<Option<&str>> = records().map(|r| r.error.as_deref()).collect();
+    let status: Vec<&str> = records().map(|r| r.new_status.as_str()).collect();
+    let attempts: Vec<i32> = records().map(|r| r.attempts as i32).collect();
+    let next_at: Vec<Option<i64>> = records().map(|r| r.next_attempt_at).collect();
+    client
+        .execute(
+            &stmt,
+            &[&ids, &at, &http, &duration, &response, &error, &status, &attempts, &next_at, &me, &lease_ms],
+        )
+        .await?;
+    Ok(())
 }
 
 async fn disabled_rows(client: &deadpool_postgres::Client) -> Result<Vec<(String, String)>> {
