@@ -63,6 +63,11 @@ both_backends! {
         assert_eq!(all.iter().map(|e| e.pending.len()).sum::<usize>(), 3);
         assert!(y[2].duplicate, "the second copy of an id in one batch is a duplicate");
         assert_eq!(s.counts().await.unwrap(), [("pending".to_string(), 3)]);
+        // A stored id before a new one: the new one's deliveries come back with their own ids.
+        let z = s.ingest(vec![event("e1", &["a", "b"]), event("e3", &["b"])]).await.unwrap();
+        assert!(z[0].duplicate && z[0].pending.is_empty() && !z[1].duplicate);
+        let stored = db.query(&format!("SELECT msg_id, webhook_id, event_id FROM deliveries WHERE id = {}", z[1].pending[0].id));
+        assert_eq!(stored[0], [Some(z[1].pending[0].msg_id.clone()), Some("b".into()), Some("e3".into())]);
         s.ready().await.unwrap();
         assert_eq!(storage::migrate(&db.storage(), None).await.unwrap(), (SCHEMA_VERSION, SCHEMA_VERSION));
     }

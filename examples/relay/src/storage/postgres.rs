@@ -2,9 +2,9 @@
 //! use at once.
 //!
 //! - A connection pool (deadpool) with cached prepared statements; ingest
-//!   writes a whole batch with three multi-row `INSERT … SELECT FROM UNNEST`
-//!   statements in one transaction, so one round-trip per table whatever the
-//!   batch size. PostgreSQL itself commits concurrent transactions with one
+//!   writes a whole batch in one statement of three multi-row
+//!   `INSERT … SELECT FROM UNNEST` (data-modifying CTEs), so one round-trip
+//!   and one commit whatever the batch size. PostgreSQL itself commits concurrent transactions with one
 //!   WAL flush, so no group commit of our own is needed.
 //! - Leases: each pending delivery has an owner and a `lease_until` (Unix ms
 //!   on the database's clock). The relay that ingests an event leases its
@@ -283,100 +283,109 @@ impl Postgres {
         })
     }
 
+    /// One statement, so one round-trip and one commit: the events (`ON
+    /// CONFLICT DO NOTHING` is the dedupe), the deliveries of those that were
+    /// new, and the attempt rows of deliveries that failed their condition.
     pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>> {
         let now = now_ms();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let insert_events = tx
-            .prepare_cached(
-                "INSERT INTO events (id, name, write_key, received_at, body)
-                 SELECT id, name, write_key, $5::bigint, body FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS t(id, name, write_key, body)
-                 ON CONFLICT (id) DO NOTHING RETURNING id",
-            )
-            .await?;
         let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
         let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
         let keys: Vec<&str> = events.iter().map(|e| e.write_key.as_str()).collect();
         let bodies: Vec<&str> = events.iter().map(|e| e.body.as_str()).collect();
-        let mut new: std::collections::HashSet<String> = tx
-            .query(&insert_events, &[&ids, &names, &keys, &bodies, &now])
-            .await?
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect();
-
-        // The deliveries of the events stored now (the first of two copies of an id in one batch).
-        let mut out = Vec::with_capacity(events.len());
+        // Deliveries of the first copy of each id in the batch; the statement
+        // keeps those whose event it stored.
+        let mut seen = std::collections::HashSet::new();
+        let first_copy: Vec<bool> = events.iter().map(|e| seen.insert(e.id.as_str())).collect();
         let (mut d_event, mut d_hook, mut d_msg, mut d_status, mut d_error) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut bodies_of = Vec::new();
-        for e in events {
-            if !new.remove(&e.id) {
-                out.push((true, 0));
-                continue;
-            }
-            let body: std::sync::Arc<str> = e.body.into();
-            out.push((false, e.deliveries.len()));
-            for d in e.deliveries {
-                d_event.push(e.id.clone());
-                d_hook.push(d.webhook_id);
+        for (e, _) in events.iter().zip(&first_copy).filter(|(_, first)| **first) {
+            for d in &e.deliveries {
+                d_event.push(e.id.as_str());
+                d_hook.push(d.webhook_id.as_str());
                 d_msg.push(format!("msg_{}", uuid::Uuid::new_v4().simple()));
                 d_status.push(d.status.as_str());
-                d_error.push(d.error);
-                bodies_of.push(body.clone());
+                d_error.push(d.error.as_deref());
             }
         }
-        let mut pending_rows = Vec::new();
-        if !d_event.is_empty() {
-            let insert_deliveries = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO deliveries (event_id, webhook_id, msg_id, status, attempts, next_attempt_at, created_at, updated_at, last_error, lease_owner, lease_until)
-                     SELECT e, w, m, s, 0, $6::bigint, $6::bigint, $6::bigint, err,
-                            CASE WHEN s = 'pending' THEN $7::text END,
-                            CASE WHEN s = 'pending' THEN {NOW_MS} + $8::bigint ELSE 0 END
-                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS t(e, w, m, s, err)
-                     RETURNING id, msg_id"
-                ))
-                .await?;
-            let rows = tx
-                .query(
-                    &insert_deliveries,
-                    &[&d_event, &d_hook, &d_msg, &d_status, &d_error, &now, &&*self.me, &self.lease_ms],
-                )
-                .await?;
-            let id_of: std::collections::HashMap<String, i64> =
-                rows.into_iter().map(|r| (r.get::<_, String>(1), r.get::<_, i64>(0))).collect();
-            let (mut a_delivery, mut a_error) = (Vec::new(), Vec::new());
-            for i in 0..d_event.len() {
-                let id = id_of[&d_msg[i]];
-                if let Some(error) = &d_error[i] {
-                    a_delivery.push(id);
-                    a_error.push(error.as_str());
-                }
-                pending_rows.push((d_status[i] == Status::Pending.as_str()).then(|| PendingDelivery {
-                    id,
-                    msg_id: d_msg[i].clone(),
-                    webhook_id: d_hook[i].clone(),
-                    event_body: bodies_of[i].clone(),
-                    attempts: 0,
-                    next_attempt_at: now,
-                }));
-            }
-            if !a_delivery.is_empty() {
-                let insert_attempts = tx
-                    .prepare_cached(
-                        "INSERT INTO attempts (delivery_id, at, status, duration_ms, error)
-                         SELECT d, $2::bigint, NULL, 0, err FROM UNNEST($1::bigint[], $3::text[]) AS t(d, err)",
-                    )
-                    .await?;
-                tx.execute(&insert_attempts, &[&a_delivery, &now, &a_error]).await?;
-            }
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "WITH ev AS (
+                     INSERT INTO events (id, name, write_key, received_at, body)
+                     SELECT id, name, write_key, $5::bigint, body
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS t(id, name, write_key, body)
+                     ON CONFLICT (id) DO NOTHING RETURNING id),
+                 dl AS (
+                     INSERT INTO deliveries (event_id, webhook_id, msg_id, status, attempts, next_attempt_at, created_at, updated_at, last_error, lease_owner, lease_until)
+                     SELECT e, w, m, s, 0, $5::bigint, $5::bigint, $5::bigint, err,
+                            CASE WHEN s = 'pending' THEN $11::text END,
+                            CASE WHEN s = 'pending' THEN {NOW_MS} + $12::bigint ELSE 0 END
+                     FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) AS t(e, w, m, s, err)
+                     WHERE e IN (SELECT id FROM ev)
+                     RETURNING id, msg_id, last_error),
+                 at AS (
+                     INSERT INTO attempts (delivery_id, at, status, duration_ms, error)
+                     SELECT id, $5::bigint, NULL, 0, last_error FROM dl WHERE last_error IS NOT NULL)
+                 SELECT id, NULL::bigint FROM ev UNION ALL SELECT msg_id, id FROM dl"
+            ))
+            .await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &ids,
+                    &names,
+                    &keys,
+                    &bodies,
+                    &now,
+                    &d_event,
+                    &d_hook,
+                    &d_msg,
+                    &d_status,
+                    &d_error,
+                    &&*self.me,
+                    &self.lease_ms,
+                ],
+            )
+            .await?;
+        let mut new = std::collections::HashSet::new();
+        let mut delivery_ids = std::collections::HashMap::new();
+        for r in rows {
+            match r.get::<_, Option<i64>>(1) {
+                None => new.insert(r.get::<_, String>(0)),
+                Some(id) => delivery_ids.insert(r.get::<_, String>(0), id).is_none(),
+            };
         }
-        tx.commit().await?;
-        let mut rows = pending_rows.into_iter();
-        Ok(out
+        let mut msgs = d_msg.into_iter();
+        Ok(events
             .into_iter()
-            .map(|(duplicate, n)| StoredEvent { duplicate, pending: rows.by_ref().take(n).flatten().collect() })
+            .zip(first_copy)
+            .map(|(e, first)| {
+                if !new.remove(&e.id) {
+                    if first {
+                        // Its message ids were sent but not stored.
+                        msgs.by_ref().take(e.deliveries.len()).for_each(drop);
+                    }
+                    return StoredEvent { duplicate: true, pending: Vec::new() };
+                }
+                let body: std::sync::Arc<str> = e.body.into();
+                let pending = e
+                    .deliveries
+                    .into_iter()
+                    .filter_map(|d| {
+                        let msg_id = msgs.next().expect("one message id per delivery");
+                        (d.status == Status::Pending).then(|| PendingDelivery {
+                            id: delivery_ids[&msg_id],
+                            msg_id,
+                            webhook_id: d.webhook_id,
+                            event_body: body.clone(),
+                            attempts: 0,
+                            next_attempt_at: now,
+                        })
+                    })
+                    .collect();
+                StoredEvent { duplicate: false, pending }
+            })
             .collect())
     }
 
@@ -748,10 +757,7 @@ async fn store_batch(pool: &Pool, me: &str, lease_ms: i64, batch: &[AttemptRecor
     let attempts: Vec<i32> = records().map(|r| r.attempts as i32).collect();
     let next_at: Vec<Option<i64>> = records().map(|r| r.next_attempt_at).collect();
     client
-        .execute(
-            &stmt,
-            &[&ids, &at, &http, &duration, &response, &error, &status, &attempts, &next_at, &me, &lease_ms],
-        )
+        .execute(&stmt, &[&ids, &at, &http, &duration, &response, &error, &status, &attempts, &next_at, &me, &lease_ms])
         .await?;
     Ok(())
 }
