@@ -483,14 +483,17 @@ impl Postgres {
         if ids.is_empty() {
             return Ok(ids);
         }
-        let client = self.client().await?;
-        let stmt = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_in_order(&tx, &ids).await?;
+        let stmt = tx
             .prepare_cached(&format!(
                 "UPDATE deliveries SET lease_until = GREATEST(lease_until, {NOW_MS} + $2)
                  WHERE id = ANY($3) AND lease_owner = $1 AND status = 'pending' RETURNING id"
             ))
             .await?;
-        let rows = client.query(&stmt, &[&&*self.me, &self.lease_ms, &ids]).await?;
+        let rows = tx.query(&stmt, &[&&*self.me, &self.lease_ms, &ids]).await?;
+        tx.commit().await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
@@ -543,6 +546,12 @@ impl Postgres {
             "INSERT INTO webhook_state (webhook_id, disabled_at, reason) VALUES ($1, $2, $3)
              ON CONFLICT (webhook_id) DO UPDATE SET disabled_at = $2, reason = $3",
             &[&webhook_id, &now, &reason],
+        )
+        .await?;
+        // In id order, like the result writer and the renewals (see `lock_in_order`).
+        tx.execute(
+            "SELECT id FROM deliveries WHERE webhook_id = $1 AND status = 'pending' ORDER BY id FOR UPDATE",
+            &[&webhook_id],
         )
         .await?;
         tx.execute(
@@ -732,8 +741,11 @@ async fn store_results(
 
 /// The attempts, and each delivery's new state where this relay still holds it.
 async fn store_batch(pool: &Pool, me: &str, lease_ms: i64, batch: &[AttemptRecord]) -> Result<()> {
-    let client = pool.get().await.map_err(|e| Error::Storage(format!("PostgreSQL: {e}")))?;
-    let stmt = client
+    let mut client = pool.get().await.map_err(|e| Error::Storage(format!("PostgreSQL: {e}")))?;
+    let tx = client.transaction().await?;
+    let ids: Vec<i64> = batch.iter().map(|r| r.delivery_id).collect();
+    lock_in_order(&tx, &ids).await?;
+    let stmt = tx
         .prepare_cached(
             "WITH r AS (
                  SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bigint[])
@@ -747,7 +759,6 @@ async fn store_batch(pool: &Pool, me: &str, lease_ms: i64, batch: &[AttemptRecor
         )
         .await?;
     let records = || batch.iter();
-    let ids: Vec<i64> = records().map(|r| r.delivery_id).collect();
     let at: Vec<i64> = records().map(|r| r.at).collect();
     let http: Vec<Option<i32>> = records().map(|r| r.http_status.map(i32::from)).collect();
     let duration: Vec<i64> = records().map(|r| r.duration_ms).collect();
@@ -756,9 +767,18 @@ async fn store_batch(pool: &Pool, me: &str, lease_ms: i64, batch: &[AttemptRecor
     let status: Vec<&str> = records().map(|r| r.new_status.as_str()).collect();
     let attempts: Vec<i32> = records().map(|r| r.attempts as i32).collect();
     let next_at: Vec<Option<i64>> = records().map(|r| r.next_attempt_at).collect();
-    client
-        .execute(&stmt, &[&ids, &at, &http, &duration, &response, &error, &status, &attempts, &next_at, &me, &lease_ms])
+    tx.execute(&stmt, &[&ids, &at, &http, &duration, &response, &error, &status, &attempts, &next_at, &me, &lease_ms])
         .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Locks the rows of `ids` in id order. The relay's result writer and its
+/// lease renewal update overlapping sets of rows; taking the locks in one
+/// order keeps them from deadlocking each other.
+async fn lock_in_order(tx: &deadpool_postgres::Transaction<'_>, ids: &[i64]) -> Result<()> {
+    let stmt = tx.prepare_cached("SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?;
+    tx.query(&stmt, &[&ids]).await?;
     Ok(())
 }
 
