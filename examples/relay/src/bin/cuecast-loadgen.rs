@@ -17,8 +17,9 @@
 //!    one PostgreSQL database (`--postgres`, default the local server; the
 //!    rows are skipped with a note when it is unreachable). Each row also
 //!    reports how many cores the machine was busy with (relays, database and
-//!    this load generator together, from `/proc/stat`) and the throughput
-//!    per busy core.
+//!    this load generator together, from `/proc/stat`), how many of those
+//!    the relay processes used (`/proc/PID/stat`), and the throughput per
+//!    busy core.
 //!
 //! `--quick` runs tiny versions of all of them (a smoke test).
 
@@ -522,6 +523,24 @@ fn cpu_jiffies() -> (u64, u64) {
     (total - idle, total)
 }
 
+/// CPU jiffies (user + system) a process has used so far.
+fn process_jiffies(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) are space-separated; utime and stime are the 14th and 15th.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<u64> = after.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+    fields.iter().sum()
+}
+
+fn relays_jiffies(procs: &[Proc]) -> u64 {
+    procs.iter().map(|p| process_jiffies(p.child.id())).sum()
+}
+
+/// Cores the relay processes kept busy over `secs` (jiffies are 1/100 s on Linux).
+fn relay_cores(before: u64, after: u64, secs: f64) -> f64 {
+    ((after - before) as f64 / 100.0 / secs.max(0.001) * 100.0).round() / 100.0
+}
+
 /// Cores busy between two [`cpu_jiffies`] readings.
 fn busy_cores(before: (u64, u64), after: (u64, u64)) -> f64 {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
@@ -571,6 +590,7 @@ async fn scale_row(
     }
     let urls: Vec<String> = procs.iter().map(|p| format!("{}/v1/batch", p.url)).collect();
     let cpu = cpu_jiffies();
+    let relay_cpu = relays_jiffies(&procs);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.ingest_secs);
     let mut tasks = Vec::new();
@@ -599,6 +619,7 @@ async fn scale_row(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let ingest_cores = busy_cores(cpu, cpu_jiffies());
+    let ingest_relay_cores = relay_cores(relay_cpu, relays_jiffies(&procs), elapsed);
     for p in procs {
         p.stop();
     }
@@ -636,12 +657,14 @@ async fn scale_row(
     *drain.first_last.lock().unwrap() = (None, None);
     let free = write("free.toml", &hook(""));
     let cpu = cpu_jiffies();
+    let drain_started = Instant::now();
     let procs: Vec<Proc> = (0..relays).map(|_| Proc::start(&free)).collect();
     let wait_until = Instant::now() + Duration::from_secs(300);
     while drain.count.load(Ordering::Relaxed) - already < backlog && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain_cores = busy_cores(cpu, cpu_jiffies());
+    let drain_relay_cores = relay_cores(0, relays_jiffies(&procs), drain_started.elapsed().as_secs_f64());
     let drained = drain.count.load(Ordering::Relaxed) - already;
     let (first, last) = *drain.first_last.lock().unwrap();
     let span = match (first, last) {
@@ -659,11 +682,13 @@ async fn scale_row(
         "ingest_errors": errors,
         "ack_ms": summary(acks),
         "ingest_busy_cores": ingest_cores,
+        "ingest_relay_cores": ingest_relay_cores,
         "ingest_events_per_s_per_busy_core": per_core(ingest_rate, ingest_cores),
         "backlog": backlog,
         "delivered": drained,
         "deliveries_per_s": delivery_rate,
         "drain_busy_cores": drain_cores,
+        "drain_relay_cores": drain_relay_cores,
         "deliveries_per_s_per_busy_core": per_core(delivery_rate, drain_cores),
     })
 }
