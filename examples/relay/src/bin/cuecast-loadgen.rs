@@ -18,8 +18,9 @@
 //!    rows are skipped with a note when it is unreachable). Each row also
 //!    reports how many cores the machine was busy with (relays, database and
 //!    this load generator together, from `/proc/stat`), how many of those
-//!    the relay processes used (`/proc/PID/stat`), and the throughput per
-//!    busy core.
+//!    the relay processes and the PostgreSQL backends serving them used
+//!    (`/proc/PID/stat`), and the throughput per busy core and per core used
+//!    by relays and database.
 //!
 //! `--quick` runs tiny versions of all of them (a smoke test).
 
@@ -532,6 +533,19 @@ fn process_jiffies(pid: u32) -> u64 {
     fields.iter().sum()
 }
 
+/// CPU jiffies used so far by the PostgreSQL backends serving database `db`
+/// (the relays' pooled connections, opened when the relays start).
+async fn backends_jiffies(db: Option<(&str, &str)>) -> u64 {
+    let Some((server, name)) = db else { return 0 };
+    let Ok((client, connection)) = tokio_postgres::connect(&format!("{server}/test"), tokio_postgres::NoTls).await
+    else {
+        return 0;
+    };
+    tokio::spawn(connection);
+    let pids = client.query("SELECT pid FROM pg_stat_activity WHERE datname = $1", &[&name]).await.unwrap_or_default();
+    pids.iter().map(|r| process_jiffies(r.get::<_, i32>(0) as u32)).sum()
+}
+
 fn relays_jiffies(procs: &[Proc]) -> u64 {
     procs.iter().map(|p| process_jiffies(p.child.id())).sum()
 }
@@ -568,10 +582,12 @@ origins = ["*"]
 
 /// Ingest for `secs` through `relays` (clients spread over them), then
 /// drain a backlog of `backlog` deliveries with the same number of relays.
+#[allow(clippy::too_many_arguments)]
 async fn scale_row(
     args: &Args,
     dir: &std::path::Path,
     storage: &str,
+    pg_db: Option<(&str, &str)>,
     relays: usize,
     epoch: Instant,
     seq: &Arc<AtomicU64>,
@@ -620,6 +636,7 @@ async fn scale_row(
     let elapsed = started.elapsed().as_secs_f64();
     let ingest_cores = busy_cores(cpu, cpu_jiffies());
     let ingest_relay_cores = relay_cores(relay_cpu, relays_jiffies(&procs), elapsed);
+    let ingest_db_cores = relay_cores(0, backends_jiffies(pg_db).await, elapsed);
     for p in procs {
         p.stop();
     }
@@ -664,7 +681,9 @@ async fn scale_row(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain_cores = busy_cores(cpu, cpu_jiffies());
-    let drain_relay_cores = relay_cores(0, relays_jiffies(&procs), drain_started.elapsed().as_secs_f64());
+    let drain_secs = drain_started.elapsed().as_secs_f64();
+    let drain_relay_cores = relay_cores(0, relays_jiffies(&procs), drain_secs);
+    let drain_db_cores = relay_cores(0, backends_jiffies(pg_db).await, drain_secs);
     let drained = drain.count.load(Ordering::Relaxed) - already;
     let (first, last) = *drain.first_last.lock().unwrap();
     let span = match (first, last) {
@@ -683,13 +702,17 @@ async fn scale_row(
         "ack_ms": summary(acks),
         "ingest_busy_cores": ingest_cores,
         "ingest_relay_cores": ingest_relay_cores,
+        "ingest_db_cores": ingest_db_cores,
         "ingest_events_per_s_per_busy_core": per_core(ingest_rate, ingest_cores),
+        "ingest_events_per_s_per_relay_and_db_core": per_core(ingest_rate, ingest_relay_cores + ingest_db_cores),
         "backlog": backlog,
         "delivered": drained,
         "deliveries_per_s": delivery_rate,
         "drain_busy_cores": drain_cores,
         "drain_relay_cores": drain_relay_cores,
+        "drain_db_cores": drain_db_cores,
         "deliveries_per_s_per_busy_core": per_core(delivery_rate, drain_cores),
+        "deliveries_per_s_per_relay_and_db_core": per_core(delivery_rate, drain_relay_cores + drain_db_cores),
     })
 }
 
@@ -712,7 +735,7 @@ async fn scale(
     let sqlite_dir = dir.join("scale-sqlite");
     std::fs::create_dir_all(&sqlite_dir).unwrap();
     let sqlite = format!("sqlite://{}", sqlite_dir.join("relay.db").display());
-    rows.insert("sqlite_1".into(), scale_row(args, &sqlite_dir, &sqlite, 1, epoch, seq, http).await);
+    rows.insert("sqlite_1".into(), scale_row(args, &sqlite_dir, &sqlite, None, 1, epoch, seq, http).await);
     for relays in 1..=3 {
         let name = format!("cuecast_bench_{}_{relays}", std::process::id());
         if let Err(e) = pg_admin(&args.postgres, &format!("CREATE DATABASE {name}")).await {
@@ -725,7 +748,7 @@ async fn scale(
         let migrated =
             cuecast_relay::storage::migrate(&cuecast_relay::config::Storage::Postgres(url.clone()), None).await;
         let row = match migrated {
-            Ok(_) => scale_row(args, &row_dir, &url, relays, epoch, seq, http).await,
+            Ok(_) => scale_row(args, &row_dir, &url, Some((&args.postgres, &name)), relays, epoch, seq, http).await,
             Err(e) => json!(format!("migration failed: {e}")),
         };
         rows.insert(format!("postgres_{relays}"), row);
