@@ -256,11 +256,6 @@ impl Postgres {
         Ok(Postgres { pool, me, lease_ms, writes: TaskTracker::new(), results, unstored })
     }
 
-    /// This relay's lease owner name.
-    pub fn owner(&self) -> &str {
-        &self.me
-    }
-
     async fn client(&self) -> Result<deadpool_postgres::Client> {
         self.pool.get().await.map_err(|e| Error::Storage(format!("PostgreSQL: {e}")))
     }
