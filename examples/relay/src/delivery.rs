@@ -10,9 +10,10 @@
 //!
 //! Leases: this relay renews its hold on every delivery it owns each quarter
 //! lease, and starts an attempt only while its last successful renewal
-//! leaves at least the webhook's timeout (plus a tenth of the lease) to run.
-//! So an attempt always ends before another relay could take the delivery
-//! over, and when the database is away, attempts pause by themselves.
+//! leaves at least the webhook's timeout (plus a tenth of the lease) to run,
+//! the last renewal did not fail and results are being stored. So an attempt always ends before
+//! another relay could take the delivery over, and when the database is
+//! away, attempts pause by themselves.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -319,9 +320,11 @@ impl Dispatcher {
         let lease = inner.config.limits.lease;
         let mut failing = false;
         loop {
+            // After a failure, try again soon: attempts are paused meanwhile.
+            let pause = if failing { (lease / 4).min(Duration::from_millis(250)) } else { lease / 4 };
             tokio::select! {
                 _ = inner.cancel.cancelled() => return,
-                _ = tokio::time::sleep(lease / 4) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
             let sent = tokio::time::Instant::now();
             let held: Vec<i64> = inner.owned.lock().unwrap().iter().copied().collect();
@@ -344,11 +347,16 @@ impl Dispatcher {
                         failing = false;
                     }
                 }
-                Err(e) if !failing => {
-                    tracing::error!(error = %e, "cannot renew leases; deliveries pause until storage is back");
-                    failing = true;
+                Err(e) => {
+                    // Stop starting attempts now rather than when the lease
+                    // runs out: their results could not be stored, and another
+                    // relay would send them again after taking over.
+                    *inner.lease_ok_until.lock().unwrap() = sent;
+                    if !failing {
+                        tracing::error!(error = %e, "cannot renew leases; deliveries pause until storage is back");
+                        failing = true;
+                    }
                 }
-                Err(_) => {}
             }
         }
     }
@@ -465,7 +473,7 @@ async fn attempt(inner: &Arc<Inner>, hook: usize, mut d: PendingDelivery) {
         if !inner.owned.lock().unwrap().contains(&d.id) {
             return;
         }
-        if inner.lease_covers(w.timeout) {
+        if inner.lease_covers(w.timeout) && inner.storage.storing() {
             break;
         }
         tokio::select! {

@@ -268,6 +268,17 @@ impl Storage {
         }
     }
 
+    /// Whether results of attempts are being stored. While they are not, new
+    /// attempts wait: their results would only be held in memory, and a relay
+    /// that took the deliveries over after the outage would send them again.
+    pub fn storing(&self) -> bool {
+        match self {
+            // The writer thread's failures are disk errors, not outages to wait out.
+            Storage::Sqlite(_) => true,
+            Storage::Postgres(p) => p.storing(),
+        }
+    }
+
     /// Gives up the lease on `ids` (at shutdown) so another relay can take them at once.
     pub async fn release(&self, ids: Vec<i64>) -> Result<()> {
         match self {

@@ -115,6 +115,8 @@ pub struct Postgres {
     results: tokio::sync::mpsc::UnboundedSender<Recorded>,
     /// Results submitted and not yet stored.
     unstored: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether the last batch of results was stored.
+    storing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An attempt result and what to run once it is stored.
@@ -248,12 +250,13 @@ impl Postgres {
         let me = format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>());
         tracing::info!(owner = %me, "PostgreSQL storage ready");
         let (results, queued) = tokio::sync::mpsc::unbounded_channel();
-        let unstored = std::sync::Arc::default();
+        let unstored: std::sync::Arc<std::sync::atomic::AtomicUsize> = std::sync::Arc::default();
         let me: std::sync::Arc<str> = me.into();
         let lease_ms = options.lease.as_millis() as i64;
         // The writer holds no sender: it ends when the last handle is dropped.
-        tokio::spawn(store_results(pool.clone(), me.clone(), lease_ms, queued, std::sync::Arc::clone(&unstored)));
-        Ok(Postgres { pool, me, lease_ms, writes: TaskTracker::new(), results, unstored })
+        let storing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        tokio::spawn(store_results(pool.clone(), me.clone(), lease_ms, queued, unstored.clone(), storing.clone()));
+        Ok(Postgres { pool, me, lease_ms, writes: TaskTracker::new(), results, unstored, storing })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client> {
@@ -410,6 +413,11 @@ impl Postgres {
             }
             then();
         });
+    }
+
+    /// False while results of attempts cannot be stored (the database is away).
+    pub fn storing(&self) -> bool {
+        self.storing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn record(&self, r: AttemptRecord, then: impl FnOnce() + Send + 'static) {
@@ -693,6 +701,7 @@ async fn store_results(
     lease_ms: i64,
     mut queued: tokio::sync::mpsc::UnboundedReceiver<Recorded>,
     unstored: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    storing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut carried: Option<Recorded> = None;
     loop {
@@ -719,13 +728,17 @@ async fn store_results(
         let mut wait = Duration::from_millis(100);
         let mut warned = false;
         while let Err(e) = store_batch(&pool, &me, lease_ms, &records).await {
+            storing.store(false, std::sync::atomic::Ordering::Relaxed);
             if !warned {
                 tracing::warn!(error = %e, results = records.len(), "storage: recording attempts failed; retrying until PostgreSQL is back");
                 warned = true;
             }
             tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(2));
+            // Soon after the database is back: until then other relays may
+            // take these deliveries over and send them again.
+            wait = (wait * 2).min(Duration::from_millis(500));
         }
+        storing.store(true, std::sync::atomic::Ordering::Relaxed);
         let n = thens.len();
         for then in thens {
             then();
