@@ -21,10 +21,16 @@ use crate::signing::Secret;
 pub struct Config {
     /// `listen`: the address the HTTP server binds (default `127.0.0.1:8686`).
     pub listen: SocketAddr,
-    /// `storage`: where events and deliveries are kept. Only `sqlite://PATH`
-    /// (relative to the working directory) is supported; the default is
-    /// `sqlite://data/cuecast.db`.
+    /// `storage`: where events and deliveries are kept: `sqlite://PATH`
+    /// (relative to the working directory; the default is
+    /// `sqlite://data/cuecast.db`) or `postgres://user@host/db`, which many
+    /// relays can share.
     pub storage: Storage,
+    /// Apply schema migrations at start-up (`CUECAST_MIGRATE=true|false`,
+    /// or `serve --migrate`). Default: yes for the embedded file, which one
+    /// relay owns; no for PostgreSQL, where `cuecast-relay migrate` upgrades
+    /// the shared schema once, before the relays of the new version start.
+    pub migrate_on_start: bool,
     /// `[admin] token`: bearer token for `/admin/*`; without it the admin API is off.
     pub admin_token: Option<String>,
     /// `[egress]`: the SSRF guard's exceptions.
@@ -42,6 +48,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Storage {
     Sqlite(PathBuf),
+    /// The URL as given (`postgres://` or `postgresql://`), passed to the driver.
+    Postgres(String),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,8 +77,21 @@ pub struct Limits {
     /// How long an event id is remembered for dedupe (`dedupe_window`, default `7d`, at least 7 days).
     pub dedupe_window: Duration,
     /// How often the server looks for work queued by another process
-    /// (`replay`, `enable`) (`sweep_interval`, default `2s`).
+    /// (`replay`, `enable`, a relay whose lease ran out) and re-reads which
+    /// webhooks are disabled (`sweep_interval`, default `2s`).
     pub sweep_interval: Duration,
+    /// PostgreSQL: how long a relay holds a delivery it took on without
+    /// renewing (`lease`, default 30 s or three times the longest webhook
+    /// `timeout`, whichever is longer; at least twice the longest timeout).
+    /// A relay that dies is replaced after about this long.
+    pub lease: Duration,
+    /// How long delivered and failed events, their deliveries and attempts
+    /// are kept (`retention`, default `30d`, at least `dedupe_window`).
+    /// Dead letters stay until replayed.
+    pub retention: Duration,
+    /// How long start-up waits for the database to become reachable
+    /// (`storage_wait`, default `0s`: fail at once).
+    pub storage_wait: Duration,
 }
 
 impl Default for Limits {
@@ -83,6 +104,9 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(10),
             dedupe_window: Duration::from_secs(7 * 24 * 3600),
             sweep_interval: Duration::from_secs(2),
+            lease: DEFAULT_LEASE,
+            retention: Duration::from_secs(30 * 24 * 3600),
+            storage_wait: Duration::ZERO,
         }
     }
 }
@@ -150,6 +174,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8686";
 pub const DEFAULT_STORAGE: &str = "sqlite://data/cuecast.db";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONCURRENCY: usize = 64;
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 // ---- raw TOML, with spans for line numbers ----
 //
@@ -161,7 +186,20 @@ const TOP_KEYS: &[&str] = &["listen", "storage", "admin", "egress", "limits", "s
 const TABLE_KEYS: &[(&str, &[&str])] = &[
     ("admin", &["token"]),
     ("egress", &["allow_cidrs", "https_only"]),
-    ("limits", &["key_rate", "ip_rate", "backlog_high_water", "shutdown_grace", "dedupe_window", "sweep_interval"]),
+    (
+        "limits",
+        &[
+            "key_rate",
+            "ip_rate",
+            "backlog_high_water",
+            "shutdown_grace",
+            "dedupe_window",
+            "sweep_interval",
+            "lease",
+            "retention",
+            "storage_wait",
+        ],
+    ),
 ];
 const ARRAY_KEYS: &[(&str, &[&str])] = &[
     ("source", &["write_key", "origins"]),
@@ -247,6 +285,9 @@ struct RawLimits {
     shutdown_grace: Option<Spanned<String>>,
     dedupe_window: Option<Spanned<String>>,
     sweep_interval: Option<Spanned<String>>,
+    lease: Option<Spanned<String>>,
+    retention: Option<Spanned<String>>,
+    storage_wait: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -402,12 +443,26 @@ impl Config {
         };
         let storage = match storage_text.strip_prefix("sqlite://") {
             Some(path) if !path.is_empty() => Storage::Sqlite(PathBuf::from(path)),
+            _ if storage_text.starts_with("postgres://") || storage_text.starts_with("postgresql://") => {
+                Storage::Postgres(storage_text.clone())
+            }
             _ => {
                 let at = raw.storage.as_ref().map(|s| s.span().start);
-                let hint = if storage_text.starts_with("postgres") { " (PostgreSQL is not supported yet)" } else { "" };
-                check.error(at, format!("storage {storage_text:?} must be \"sqlite://PATH\"{hint}"));
+                check.error(
+                    at,
+                    format!("storage {storage_text:?} must be \"sqlite://PATH\" or \"postgres://user@host/database\""),
+                );
                 Storage::Sqlite(PathBuf::from("data/cuecast.db"))
             }
+        };
+        let migrate_on_start = match env("CUECAST_MIGRATE").as_deref() {
+            Some("1" | "true" | "yes") => true,
+            Some("0" | "false" | "no") => false,
+            Some(other) => {
+                check.error(None, format!("CUECAST_MIGRATE={other:?} must be true or false"));
+                false
+            }
+            None => matches!(storage, Storage::Sqlite(_)),
         };
 
         let admin_token = match (env("CUECAST_ADMIN_TOKEN"), raw.admin.as_ref().and_then(|a| a.token.as_ref())) {
@@ -447,6 +502,9 @@ impl Config {
             }
             if let Some(d) = &l.sweep_interval {
                 limits.sweep_interval = check.parse(d, parse_duration).unwrap_or(limits.sweep_interval);
+            }
+            if let Some(d) = &l.storage_wait {
+                limits.storage_wait = check.parse(d, parse_duration).unwrap_or(limits.storage_wait);
             }
             if let Some(d) = &l.dedupe_window {
                 if let Some(window) = check.parse(d, parse_duration) {
@@ -621,6 +679,36 @@ impl Config {
             });
         }
 
+        // Leases and retention depend on other settings: resolved last.
+        let longest_timeout = webhooks.iter().map(|w| w.timeout).max().unwrap_or(DEFAULT_TIMEOUT);
+        limits.lease = DEFAULT_LEASE.max(longest_timeout * 3);
+        if let Some(d) = raw.limits.as_ref().and_then(|l| l.lease.as_ref()) {
+            if let Some(lease) = check.parse(d, parse_duration) {
+                // An attempt starts only while the lease has a timeout's worth
+                // left, and renewals come every quarter lease.
+                if lease < longest_timeout * 2 {
+                    check.error(
+                        Some(d.span().start),
+                        format!("lease must be at least twice the longest webhook timeout ({longest_timeout:?})"),
+                    );
+                } else {
+                    limits.lease = lease;
+                }
+            }
+        }
+        if let Some(d) = raw.limits.as_ref().and_then(|l| l.retention.as_ref()) {
+            if let Some(retention) = check.parse(d, parse_duration) {
+                limits.retention = retention;
+            }
+        }
+        if limits.retention < limits.dedupe_window {
+            let at = raw.limits.as_ref().and_then(|l| l.retention.as_ref()).map(|d| d.span().start);
+            check.error(
+                at,
+                "retention must be at least the dedupe_window (an event id is remembered while its event is kept)",
+            );
+        }
+
         let rules = match Rules::new(&webhooks) {
             Ok(rules) => rules,
             Err(problems) => {
@@ -649,6 +737,7 @@ impl Config {
             Ok(Config {
                 listen,
                 storage,
+                migrate_on_start,
                 admin_token,
                 egress,
                 limits,
@@ -727,9 +816,31 @@ rate_limit = "20/s"
     }
 
     #[test]
+    fn postgres_storage_leases_and_retention() {
+        let env = |n: &str| (n == "CUECAST_STORAGE").then(|| "postgres://relay@db.internal/cuecast".to_string());
+        let c = Config::parse(
+            "[[webhook]]\nid = \"a\"\nevents = [\"*\"]\nurl = \"https://x.example\"\ntimeout = \"20s\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.storage, Storage::Postgres("postgres://relay@db.internal/cuecast".into()));
+        assert!(!c.migrate_on_start, "a shared schema is migrated on purpose, not by whichever relay starts first");
+        assert_eq!(c.limits.lease, Duration::from_secs(60), "three times the longest timeout");
+        assert_eq!(c.limits.retention, Duration::from_secs(30 * 24 * 3600));
+        let errors = Config::parse(
+            "[limits]\nlease = \"5s\"\nretention = \"1d\"\n[[webhook]]\nid = \"a\"\nevents = [\"*\"]\nurl = \"https://x.example\"\n",
+            &env,
+        )
+        .unwrap_err();
+        let text = format!("{errors:?}");
+        assert!(text.contains("lease must be at least twice") && text.contains("retention must be at least"), "{text}");
+        assert!(Config::parse("", &no_env).unwrap().migrate_on_start, "the embedded file migrates itself");
+    }
+
+    #[test]
     fn every_error_is_reported_with_its_line() {
         let src = r#"listen = "nowhere"
-storage = "postgres://db"
+storage = "mysql://db"
 [[source]]
 write_key = "${MISSING_KEY}"
 origins = ["https://a.example.com/path"]
@@ -751,7 +862,7 @@ body = '''
 '''
 "#;
         let errors = Config::parse(src, &no_env).unwrap_err();
-        let lines: Vec<usize> = errors.iter().map(|e| e.line.unwrap()).collect();
+        let lines: Vec<usize> = errors.iter().filter_map(|e| e.line).collect();
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         for expected in [1, 2, 4, 5, 8, 9, 10, 11, 12, 13, 15, 17, 20] {
             assert!(lines.contains(&expected), "no error on line {expected}: {text:#?}");

@@ -2,10 +2,18 @@
 //!
 //! Each webhook has its own queue, worker, concurrency limit and rate limit,
 //! so a slow, hanging or failing receiver only ever holds up its own queue.
-//! New deliveries arrive straight from ingest (after their commit), from the
-//! database at start-up, and from a sweep that notices `replay` or
-//! `enable` run by another process. Retries wait in memory until due; their
-//! due time is stored too, so a restart resumes them.
+//! New deliveries arrive straight from ingest (after their commit), and from
+//! a sweep that claims stored work nobody holds: at start-up, after a
+//! `replay` or `enable` by another process, or left by another relay whose
+//! lease ran out. Retries wait in memory until due; their due time is stored
+//! too, so a restart (or another relay) resumes them.
+//!
+//! Leases: this relay renews its hold on every delivery it owns each quarter
+//! lease, and starts an attempt only while its last successful renewal
+//! leaves at least the webhook's timeout (plus a tenth of the lease) to run,
+//! the last renewal did not fail and results are being stored. So an attempt always ends before
+//! another relay could take the delivery over, and when the database is
+//! away, attempts pause by themselves.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,10 +28,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Method};
 use crate::error::Result;
-use crate::policy::{classify, next_delay, parse_retry_after, Bucket, Outcome};
+use crate::policy::{classify, next_delay, parse_retry_after, Outcome};
 use crate::signing::sign;
 use crate::ssrf::{check_url, GuardedResolver};
 use crate::storage::{now_ms, AttemptRecord, PendingDelivery, Status, Storage};
+
+/// Most deliveries one sweep takes on.
+const CLAIM_BATCH: usize = 10_000;
 
 /// The relay's user agent.
 pub const USER_AGENT: &str = concat!("cuecast-relay/", env!("CARGO_PKG_VERSION"));
@@ -210,8 +221,25 @@ struct Inner {
     /// backlog (a webhook failing for hours must not make ingest refuse events
     /// for every other webhook).
     parked: AtomicUsize,
+    /// Until when every delivery in `owned` is surely still leased to this relay.
+    lease_ok_until: Mutex<tokio::time::Instant>,
     cancel: CancellationToken,
     in_flight: TaskTracker,
+}
+
+impl Inner {
+    /// Whether an attempt with `timeout` may start now: it must end well
+    /// before the lease could run out.
+    fn lease_covers(&self, timeout: Duration) -> bool {
+        let margin = self.config.limits.lease / 10;
+        *self.lease_ok_until.lock().unwrap() > tokio::time::Instant::now() + timeout + margin
+    }
+
+    /// Room for more work below the high-water mark.
+    fn claim_room(&self) -> usize {
+        let owned = self.owned.lock().unwrap().len();
+        self.config.limits.backlog_high_water.saturating_sub(owned).min(CLAIM_BATCH)
+    }
 }
 
 impl Dispatcher {
@@ -225,15 +253,17 @@ impl Dispatcher {
             queues.insert(w.id.clone(), (i, tx));
             receivers.push((i, rx));
         }
-        let disabled = storage.disabled_webhooks().await?.into_iter().map(|(id, _)| id).collect();
+        let hook_ids: Vec<String> = config.webhooks.iter().map(|w| w.id.clone()).collect();
+        let lease = config.limits.lease;
         let inner = Arc::new(Inner {
             config,
             storage,
             sender,
             queues,
-            disabled: Mutex::new(disabled),
+            disabled: Mutex::new(HashSet::new()),
             owned: Mutex::new(HashSet::new()),
             parked: AtomicUsize::new(0),
+            lease_ok_until: Mutex::new(tokio::time::Instant::now() + lease),
             cancel: CancellationToken::new(),
             in_flight: TaskTracker::new(),
         });
@@ -241,40 +271,94 @@ impl Dispatcher {
             tokio::spawn(worker(inner.clone(), i, rx));
         }
         let d = Dispatcher { inner };
-        let mut seq = d.inner.storage.change_seq().await?;
-        let backlog = d.inner.storage.pending().await?;
-        if !backlog.is_empty() {
-            tracing::info!(count = backlog.len(), "resuming stored deliveries");
+        let work = d.inner.storage.claim(&hook_ids, d.inner.claim_room()).await?;
+        if !work.pending.is_empty() {
+            tracing::info!(count = work.pending.len(), "resuming stored deliveries");
         }
-        d.enqueue(backlog);
-        let sweeper = d.clone();
-        let interval = d.inner.config.limits.sweep_interval;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = sweeper.inner.cancel.cancelled() => return,
-                    _ = tokio::time::sleep(interval) => {}
-                }
-                match sweeper.inner.storage.change_seq().await {
-                    Ok(now) if now != seq => {
-                        seq = now;
-                        if let Err(e) = sweeper.reload().await {
-                            tracing::error!(error = %e, "sweep failed");
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "sweep failed"),
-                }
-            }
-        });
+        *d.inner.disabled.lock().unwrap() = work.disabled.into_iter().collect();
+        d.enqueue(work.pending);
+        tokio::spawn(d.clone().sweep(hook_ids));
+        tokio::spawn(d.clone().heartbeat());
         Ok(d)
     }
 
-    async fn reload(&self) -> Result<()> {
-        let (disabled, pending) = self.inner.storage.work().await?;
-        *self.inner.disabled.lock().unwrap() = disabled.into_iter().collect();
-        self.enqueue(pending);
-        Ok(())
+    /// Every `sweep_interval`: re-reads the disabled webhooks and takes on
+    /// stored work that nobody holds.
+    async fn sweep(self, hook_ids: Vec<String>) {
+        let inner = &self.inner;
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = inner.cancel.cancelled() => return,
+                _ = tokio::time::sleep(inner.config.limits.sweep_interval) => {}
+            }
+            match inner.storage.claim(&hook_ids, inner.claim_room()).await {
+                Ok(work) => {
+                    if failing {
+                        tracing::info!("sweep: storage reachable again");
+                        failing = false;
+                    }
+                    if !work.pending.is_empty() {
+                        tracing::debug!(count = work.pending.len(), "took on stored deliveries");
+                    }
+                    *inner.disabled.lock().unwrap() = work.disabled.into_iter().collect();
+                    self.enqueue(work.pending);
+                }
+                Err(e) if !failing => {
+                    tracing::error!(error = %e, "sweep failed");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Every quarter lease: renews the leases of everything this relay holds
+    /// and forgets what another relay has taken over meanwhile.
+    async fn heartbeat(self) {
+        let inner = &self.inner;
+        let lease = inner.config.limits.lease;
+        let mut failing = false;
+        loop {
+            // After a failure, try again soon: attempts are paused meanwhile.
+            let pause = if failing { (lease / 4).min(Duration::from_millis(250)) } else { lease / 4 };
+            tokio::select! {
+                _ = inner.cancel.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            let sent = tokio::time::Instant::now();
+            let held: Vec<i64> = inner.owned.lock().unwrap().iter().copied().collect();
+            match inner.storage.renew(held.clone()).await {
+                Ok(kept) => {
+                    let kept: HashSet<i64> = kept.into_iter().collect();
+                    let lost: HashSet<i64> = held.into_iter().filter(|id| !kept.contains(id)).collect();
+                    if !lost.is_empty() {
+                        tracing::debug!(
+                            count = lost.len(),
+                            "leases lost to another relay (or finished meanwhile); dropping them"
+                        );
+                        inner.owned.lock().unwrap().retain(|id| !lost.contains(id));
+                    }
+                    // After the clean-up: whatever `owned` holds now is leased until at least this.
+                    let mut until = inner.lease_ok_until.lock().unwrap();
+                    *until = (*until).max(sent + lease);
+                    if failing {
+                        tracing::info!("leases renewed: storage reachable again");
+                        failing = false;
+                    }
+                }
+                Err(e) => {
+                    // Stop starting attempts now rather than when the lease
+                    // runs out: their results could not be stored, and another
+                    // relay would send them again after taking over.
+                    *inner.lease_ok_until.lock().unwrap() = sent;
+                    if !failing {
+                        tracing::error!(error = %e, "cannot renew leases; deliveries pause until storage is back");
+                        failing = true;
+                    }
+                }
+            }
+        }
     }
 
     /// Deliveries this process holds that are due: queued or in flight,
@@ -335,6 +419,11 @@ impl Dispatcher {
             tracing::warn!(?grace, "shutdown: attempts still in flight were abandoned; they stay pending");
         }
         let _ = self.inner.storage.flush().await;
+        // Hand what is left to the other relays at once rather than after the lease.
+        let held: Vec<i64> = self.inner.owned.lock().unwrap().drain().collect();
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), self.inner.storage.release(held)).await {
+            tracing::warn!(error = %e, "shutdown: could not release leases; they run out by themselves");
+        }
     }
 }
 
@@ -347,22 +436,17 @@ impl Drop for Unpark<'_> {
     }
 }
 
-fn monotonic(start: Instant) -> Duration {
-    start.elapsed()
-}
-
 async fn worker(inner: Arc<Inner>, hook: usize, mut rx: mpsc::UnboundedReceiver<PendingDelivery>) {
     let w = &inner.config.webhooks[hook];
     let limit = Arc::new(Semaphore::new(w.concurrency));
-    let start = Instant::now();
-    let mut bucket = w.rate_limit.map(|r| Bucket::new(r, monotonic(start)));
+    let mut limiter = w.rate_limit.map(|r| inner.storage.rate_limiter(&w.id, r));
     loop {
         let d = tokio::select! {
             _ = inner.cancel.cancelled() => return,
             d = rx.recv() => match d { Some(d) => d, None => return },
         };
-        if let Some(bucket) = bucket.as_mut() {
-            while let Err(wait) = bucket.take(monotonic(start)) {
+        if let Some(limiter) = limiter.as_mut() {
+            while let Err(wait) = limiter.take().await {
                 tokio::select! {
                     _ = inner.cancel.cancelled() => return,
                     _ = tokio::time::sleep(wait) => {}
@@ -383,6 +467,20 @@ async fn worker(inner: Arc<Inner>, hook: usize, mut rx: mpsc::UnboundedReceiver<
 
 async fn attempt(inner: &Arc<Inner>, hook: usize, mut d: PendingDelivery) {
     let w = &inner.config.webhooks[hook];
+    // Wait while the lease cannot be vouched for (the database is away); give
+    // up if another relay has taken the delivery over meanwhile.
+    loop {
+        if !inner.owned.lock().unwrap().contains(&d.id) {
+            return;
+        }
+        if inner.lease_covers(w.timeout) && inner.storage.storing() {
+            break;
+        }
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
     if inner.disabled.lock().unwrap().contains(&w.id) {
         // Deliveries already queued when it was disabled (or replayed since).
         let owner = inner.clone();

@@ -49,6 +49,12 @@ pub enum Error {
     Usage(String),
 }
 
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Error::Storage(format!("PostgreSQL: {}", crate::storage::postgres::pg_message(&e)))
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::Storage(e.to_string())

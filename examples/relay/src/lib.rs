@@ -1,6 +1,7 @@
 //! # cuecast-relay
 //!
-//! Accepts event batches from browsers, stores them durably in SQLite and
+//! Accepts event batches from browsers, stores them durably (an embedded
+//! SQLite file, or a PostgreSQL database that several relays share) and
 //! delivers each event to the webhooks whose rules it matches.
 //!
 //! # Layout
@@ -16,11 +17,14 @@
 //! - [`samples`]: sample events for `send-test` (the SDK's golden fixtures).
 //!
 //! IO:
-//! - [`storage`]: the SQLite file (events, deliveries, attempts), one writer
-//!   thread that commits concurrent requests together; migrations.
+//! - [`storage`]: events, deliveries, attempts and leases behind one
+//!   `Storage` enum with two backends: [`storage::sqlite`] (one writer
+//!   thread, group commit) and [`storage::postgres`] (pool, multi-row
+//!   inserts, leases claimed with `SKIP LOCKED`); migrations for both.
 //! - [`ingest`]: `POST /v1/batch`, CORS, limits, `/healthz`, `/readyz`, `/admin/*`.
 //! - [`delivery`]: per-webhook queues and workers that send, sign, classify
-//!   and schedule retries.
+//!   and schedule retries; the sweep that claims unheld work and the
+//!   heartbeat that renews this relay's leases.
 //! - [`run`]: wires them together; `main.rs` (the CLI) and the tests call it alike.
 //!
 //! [`error`] holds the crate's one error type.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cuecast_relay::config::{Config, Storage as StorageUrl};
+use cuecast_relay::config::Config;
 use cuecast_relay::delivery::Sender;
 use cuecast_relay::signing::Secret;
 use cuecast_relay::storage::{self, Replay, Status, Storage};
@@ -27,6 +27,9 @@ enum Command {
     Serve {
         #[arg(long, short)]
         config: PathBuf,
+        /// Apply schema migrations before serving (the default for the embedded SQLite file).
+        #[arg(long)]
+        migrate: bool,
     },
     /// Check a configuration file; lists every problem with its line and exits non-zero if any.
     CheckConfig {
@@ -95,9 +98,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn storage_path(config: &Config) -> &std::path::Path {
-    let StorageUrl::Sqlite(path) = &config.storage;
-    path
+/// Opens the configured storage for a one-off command (migrating it when
+/// the server would, so the CLI works on a fresh embedded file).
+async fn open(config: &Config) -> Result<Storage> {
+    let options = storage::Options {
+        migrate: config.migrate_on_start,
+        lease: config.limits.lease,
+        wait: config.limits.storage_wait,
+    };
+    Storage::open(&config.storage, options).await
 }
 
 fn parse_time(s: &Option<String>, default: i64) -> Result<i64> {
@@ -109,8 +118,9 @@ fn parse_time(s: &Option<String>, default: i64) -> Result<i64> {
 
 async fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Serve { config } => {
-            let config = Config::load(&config)?;
+        Command::Serve { config, migrate } => {
+            let mut config = Config::load(&config)?;
+            config.migrate_on_start |= migrate;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -123,7 +133,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                     path.display(),
                     config.sources.len(),
                     config.webhooks.len(),
-                    storage::describe(storage_path(&config))
+                    storage::describe(&config.storage)
                 );
             }
             Err(Error::Config { path, errors }) => {
@@ -137,8 +147,8 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         },
         Command::Migrate { config } => {
             let config = Config::load(&config)?;
-            let (from, to) = storage::migrate_file(storage_path(&config))?;
-            println!("{}: schema version {from} -> {to}", storage::describe(storage_path(&config)));
+            let (from, to) = storage::migrate(&config.storage, None).await?;
+            println!("{}: schema version {from} -> {to}", storage::describe(&config.storage));
         }
         Command::GenSecret => {
             println!("{}", Secret::generate_text(rand::random()));
@@ -182,7 +192,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Replay { config, id, webhook, since, until, list } => {
             let config = Config::load(&config)?;
-            let storage = Storage::open(storage_path(&config))?;
+            let storage = open(&config).await?;
             let (since, until) = (parse_time(&since, 0)?, parse_time(&until, i64::MAX)?);
             if list || (id.is_none() && webhook.is_none()) {
                 let rows = storage.deliveries(Status::Dead, webhook, since, until).await?;
@@ -211,7 +221,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Enable { config, webhook } => {
             let config = Config::load(&config)?;
-            let storage = Storage::open(storage_path(&config))?;
+            let storage = open(&config).await?;
             if storage.enable_webhook(webhook.clone()).await? {
                 println!("{webhook} enabled; replay its dead letters with `cuecast-relay replay --webhook {webhook}`");
             } else {

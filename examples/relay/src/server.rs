@@ -11,11 +11,11 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::decompression::RequestDecompressionLayer;
 
-use crate::config::{Config, Storage as StorageUrl};
+use crate::config::Config;
 use crate::delivery::Dispatcher;
 use crate::error::Result;
 use crate::ingest::{self, Limiter};
-use crate::storage::{now_ms, Storage};
+use crate::storage::{self, now_ms, Storage, PRUNE_BATCH};
 
 /// The running relay's shared state.
 pub struct Relay {
@@ -29,8 +29,10 @@ impl Relay {
     /// Opens storage and starts delivery (no HTTP server).
     pub async fn start(config: Config) -> Result<Arc<Relay>> {
         let config = Arc::new(config);
-        let StorageUrl::Sqlite(path) = &config.storage;
-        let storage = Storage::open(path)?;
+        let limits = &config.limits;
+        let options =
+            storage::Options { migrate: config.migrate_on_start, lease: limits.lease, wait: limits.storage_wait };
+        let storage = Storage::open(&config.storage, options).await?;
         let dispatcher = Dispatcher::start(config.clone(), storage.clone()).await?;
         Ok(Arc::new(Relay { config, storage, dispatcher, limiter: Limiter::default() }))
     }
@@ -56,6 +58,31 @@ pub fn app(relay: Arc<Relay>) -> Router {
 /// How often old, finished events are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// Deletes everything past the retention period, one small batch at a time
+/// with a pause between, so ingest never waits behind a long delete.
+async fn prune(relay: &Relay) {
+    let before = now_ms() - relay.config.limits.retention.as_millis() as i64;
+    let mut total = 0;
+    loop {
+        match relay.storage.prune(before, PRUNE_BATCH).await {
+            Ok(n) => {
+                total += n;
+                if n < PRUNE_BATCH {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "prune failed");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(events = total, "pruned finished events past the retention period");
+    }
+}
+
 /// Serves on `listener` until `shutdown` resolves; then stops accepting,
 /// lets in-flight requests and deliveries finish (up to
 /// `limits.shutdown_grace`) and flushes storage.
@@ -70,12 +97,7 @@ pub async fn run(
         let relay = relay.clone();
         tokio::spawn(async move {
             loop {
-                let before = now_ms() - relay.config.limits.dedupe_window.as_millis() as i64;
-                match relay.storage.prune(before).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(events = n, "pruned finished events past the dedupe window"),
-                    Err(e) => tracing::error!(error = %e, "prune failed"),
-                }
+                prune(&relay).await;
                 tokio::time::sleep(PRUNE_INTERVAL).await;
             }
         })

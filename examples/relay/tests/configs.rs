@@ -50,8 +50,8 @@ fn traffic() -> Vec<Value> {
 
 async fn deliver(file: &str, path: &str, expected: usize) -> Vec<Received> {
     let receiver = Receiver::ok().await;
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let relay = TestRelay::with_config(dir.clone(), load(file, &receiver, dir.path())).await;
+    let db = Arc::new(TestDb::new(Backend::Sqlite));
+    let relay = TestRelay::with_config(db.clone(), load(file, &receiver, db.dir.path())).await;
     for body in traffic() {
         let (status, _, ack) = relay.post(&body).await;
         assert_eq!(status, 202, "{file}: {ack}");
@@ -124,8 +124,8 @@ async fn forward_every_event_to_analytics() {
 #[tokio::test]
 async fn the_demo_config_delivers_to_the_local_receiver() {
     let receiver = Receiver::ok().await;
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let relay = TestRelay::with_config(dir.clone(), load("demo.toml", &receiver, dir.path())).await;
+    let db = Arc::new(TestDb::new(Backend::Sqlite));
+    let relay = TestRelay::with_config(db.clone(), load("demo.toml", &receiver, db.dir.path())).await;
     for body in traffic() {
         assert_eq!(relay.post(&body).await.0, 202);
     }
@@ -163,7 +163,7 @@ fn check_config_cli_reports_problems_with_lines_and_fails() {
     let migrating = dir.path().join("m.toml");
     std::fs::write(&migrating, format!("storage = \"sqlite://{}\"\n", dir.path().join("m/relay.db").display()))
         .unwrap();
-    for expected in ["schema version 0 -> 1", "schema version 1 -> 1"] {
+    for expected in ["schema version 0 -> 2", "schema version 2 -> 2"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_cuecast-relay"))
             .args(["migrate", "--config"])
             .arg(&migrating)

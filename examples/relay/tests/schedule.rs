@@ -12,10 +12,13 @@ async fn the_default_schedule_spaces_attempts_with_jitter_then_dead_letters() {
     let receiver = Receiver::start(|_, _| Reply::status(503)).await;
     // The sweep would wake every 2 virtual seconds; the timeout must outlast the
     // clock's jumps while an attempt waits for the writer thread.
-    let relay = TestRelay::start(&format!(
-        "[limits]\nsweep_interval = \"1h\"\nshutdown_grace = \"1s\"\n{SOURCES}{}",
-        hook("down", &receiver.url("/down"), "timeout = \"100h\"")
-    ))
+    let relay = TestRelay::start(
+        Backend::Sqlite,
+        &format!(
+            "[limits]\nsweep_interval = \"1h\"\nshutdown_grace = \"1s\"\n{SOURCES}{}",
+            hook("down", &receiver.url("/down"), "timeout = \"100h\"")
+        ),
+    )
     .await;
     assert_eq!(relay.post(&batch(vec![nps(3)])).await.0, 202);
     let got = tokio::time::timeout(Duration::from_secs(48 * 3600), receiver.wait_quietly("/down", 8))

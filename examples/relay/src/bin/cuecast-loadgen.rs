@@ -12,7 +12,17 @@
 //! 4. `latency`: event-to-webhook latency at a steady 1,000 events/s
 //!    (50 batches of 20 per second), from the POST to the receiver.
 //!
-//! `--quick` runs tiny versions of all three (a smoke test).
+//! 5. `scale`: the same ingest and drain measurements against `cuecast-relay`
+//!    *processes*: one on the embedded SQLite file, then 1, 2 and 3 sharing
+//!    one PostgreSQL database (`--postgres`, default the local server; the
+//!    rows are skipped with a note when it is unreachable). Each row also
+//!    reports how many cores the machine was busy with (relays, database and
+//!    this load generator together, from `/proc/stat`), how many of those
+//!    the relay processes and the PostgreSQL backends serving them used
+//!    (`/proc/PID/stat`), and the throughput per busy core and per core used
+//!    by relays and database.
+//!
+//! `--quick` runs tiny versions of all of them (a smoke test).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +58,12 @@ struct Args {
     /// Where the SQLite files go (default: a fresh directory under the system temp dir).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// The PostgreSQL server for the scale rows; each row creates and drops its own database on it.
+    #[arg(long, default_value = "postgres://root@127.0.0.1:5432")]
+    postgres: String,
+    /// Leave out the scale rows.
+    #[arg(long)]
+    no_scale: bool,
 }
 
 const BATCH: usize = 20;
@@ -63,6 +79,8 @@ fn main() {
             latency_secs: 1,
             quick: true,
             dir: args.dir,
+            postgres: args.postgres,
+            no_scale: args.no_scale,
         };
     }
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -419,6 +437,7 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         "event_to_webhook_ms": summary(latencies.clone()),
         "ack_ms": summary(ack_ms),
     });
+    let scale = if args.no_scale { Value::Null } else { scale(args, dir, epoch, &seq, &http).await };
     let p99 = summary(latencies)["p99"].as_f64().unwrap_or(f64::NAN);
     let ingest_rate = ingest["events_per_s"].as_f64().unwrap_or(0.0);
     let delivery_rate = delivery["deliveries_per_s"].as_f64().unwrap_or(0.0);
@@ -429,10 +448,311 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         "delivery": delivery,
         "pipeline": pipeline,
         "latency": latency,
+        "scale": scale,
         "targets": {
             "ingest_events_per_s": {"target": 50000, "measured": ingest_rate, "met": ingest_rate >= 50000.0},
             "deliveries_per_s": {"target": 10000, "measured": delivery_rate, "met": delivery_rate >= 10000.0},
             "event_to_webhook_p99_ms": {"target": 50, "measured": p99, "met": p99 <= 50.0},
         },
     })
+}
+
+// ---- 5. scale: relay processes on SQLite and on a shared PostgreSQL ----
+
+/// `cuecast-relay` next to this binary (`cargo build -p cuecast-relay --bins` puts both there).
+fn relay_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let dir = exe.parent().expect("a directory");
+    // Integration tests run from target/*/deps; the binaries sit one level up.
+    [dir.join("cuecast-relay"), dir.join("../cuecast-relay")]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("cuecast-relay is not built next to {}", exe.display()))
+}
+
+/// A relay process; SIGTERM (graceful: it releases its leases) when stopped, SIGKILL if dropped.
+struct Proc {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Proc {
+    fn start(config: &std::path::Path) -> Proc {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(relay_binary())
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("CUECAST_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("cuecast-relay starts");
+        Proc { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..1000 {
+            if matches!(client.get(format!("{}/readyz", self.url)).send().await, Ok(r) if r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("relay process not ready");
+    }
+
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (busy, total) jiffies of the whole machine.
+fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// CPU jiffies (user + system) a process has used so far.
+fn process_jiffies(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) are space-separated; utime and stime are the 14th and 15th.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<u64> = after.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+    fields.iter().sum()
+}
+
+/// CPU jiffies used so far by the PostgreSQL backends serving database `db`
+/// (the relays' pooled connections, opened when the relays start).
+async fn backends_jiffies(db: Option<(&str, &str)>) -> u64 {
+    let Some((server, name)) = db else { return 0 };
+    let Ok((client, connection)) = tokio_postgres::connect(&format!("{server}/test"), tokio_postgres::NoTls).await
+    else {
+        return 0;
+    };
+    tokio::spawn(connection);
+    let pids = client.query("SELECT pid FROM pg_stat_activity WHERE datname = $1", &[&name]).await.unwrap_or_default();
+    pids.iter().map(|r| process_jiffies(r.get::<_, i32>(0) as u32)).sum()
+}
+
+fn relays_jiffies(procs: &[Proc]) -> u64 {
+    procs.iter().map(|p| process_jiffies(p.child.id())).sum()
+}
+
+/// Cores the relay processes kept busy over `secs` (jiffies are 1/100 s on Linux).
+fn relay_cores(before: u64, after: u64, secs: f64) -> f64 {
+    ((after - before) as f64 / 100.0 / secs.max(0.001) * 100.0).round() / 100.0
+}
+
+/// Cores busy between two [`cpu_jiffies`] readings.
+fn busy_cores(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let total = (after.1 - before.1).max(1) as f64;
+    ((after.0 - before.0) as f64 / total * cores * 100.0).round() / 100.0
+}
+
+fn scale_config(storage: &str, hooks: &str) -> String {
+    format!(
+        r#"storage = "{storage}"
+[limits]
+key_rate = "1000000/s"
+ip_rate = "1000000/s"
+backlog_high_water = 10000000
+shutdown_grace = "2s"
+sweep_interval = "100ms"
+[egress]
+allow_cidrs = ["127.0.0.0/8"]
+[[source]]
+write_key = "pk_bench"
+origins = ["*"]
+{hooks}"#
+    )
+}
+
+/// Ingest for `secs` through `relays` (clients spread over them), then
+/// drain a backlog of `backlog` deliveries with the same number of relays.
+#[allow(clippy::too_many_arguments)]
+async fn scale_row(
+    args: &Args,
+    dir: &std::path::Path,
+    storage: &str,
+    pg_db: Option<(&str, &str)>,
+    relays: usize,
+    epoch: Instant,
+    seq: &Arc<AtomicU64>,
+    http: &reqwest::Client,
+) -> Value {
+    let write = |name: &str, hooks: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, scale_config(storage, hooks)).unwrap();
+        path
+    };
+    // Ingest, no webhooks.
+    let plain = write("plain.toml", "");
+    let procs: Vec<Proc> = (0..relays).map(|_| Proc::start(&plain)).collect();
+    for p in &procs {
+        p.wait_ready().await;
+    }
+    let urls: Vec<String> = procs.iter().map(|p| format!("{}/v1/batch", p.url)).collect();
+    let cpu = cpu_jiffies();
+    let relay_cpu = relays_jiffies(&procs);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.ingest_secs);
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let (http, url, seq) = (http.clone(), urls[c % urls.len()].clone(), seq.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut acks, mut errors) = (Vec::new(), 0u64);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match http.post(&url).body(batch_body(epoch, &seq)).send().await {
+                    Ok(r) if r.status() == 202 => {
+                        let _ = r.bytes().await;
+                        acks.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (acks, errors)
+        }));
+    }
+    let (mut acks, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (a, e) = t.await.unwrap();
+        acks.extend(a);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ingest_cores = busy_cores(cpu, cpu_jiffies());
+    let ingest_relay_cores = relay_cores(relay_cpu, relays_jiffies(&procs), elapsed);
+    let ingest_db_cores = relay_cores(0, backends_jiffies(pg_db).await, elapsed);
+    for p in procs {
+        p.stop();
+    }
+    let events = acks.len() * BATCH;
+    let ingest_rate = (events as f64 / elapsed).round();
+
+    // Drain: a backlog built behind a 1/h limit by one relay, then sent by `relays` relays.
+    let drain = sink(epoch, false).await;
+    let hook = |limit: &str| {
+        format!(
+            "[[webhook]]\nid = \"bench\"\nevents = [\"*\"]\nurl = \"http://{}/hook\"\nconcurrency = 128\n{limit}\n",
+            drain.addr
+        )
+    };
+    let filling = Proc::start(&write("limited.toml", &hook("rate_limit = \"1/h\"")));
+    filling.wait_ready().await;
+    let batches = args.deliveries.div_ceil(BATCH);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (http, url, seq, next) = (http.clone(), format!("{}/v1/batch", filling.url), seq.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < batches as u64 {
+                let r = http.post(&url).body(batch_body(epoch, &seq)).send().await.unwrap();
+                assert_eq!(r.status(), 202);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    filling.stop();
+    let backlog = (batches * BATCH) as u64 - drain.count.load(Ordering::Relaxed);
+    let already = drain.count.load(Ordering::Relaxed);
+    *drain.first_last.lock().unwrap() = (None, None);
+    let free = write("free.toml", &hook(""));
+    let cpu = cpu_jiffies();
+    let drain_started = Instant::now();
+    let procs: Vec<Proc> = (0..relays).map(|_| Proc::start(&free)).collect();
+    let wait_until = Instant::now() + Duration::from_secs(300);
+    while drain.count.load(Ordering::Relaxed) - already < backlog && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_cores = busy_cores(cpu, cpu_jiffies());
+    let drain_secs = drain_started.elapsed().as_secs_f64();
+    let drain_relay_cores = relay_cores(0, relays_jiffies(&procs), drain_secs);
+    let drain_db_cores = relay_cores(0, backends_jiffies(pg_db).await, drain_secs);
+    let drained = drain.count.load(Ordering::Relaxed) - already;
+    let (first, last) = *drain.first_last.lock().unwrap();
+    let span = match (first, last) {
+        (Some(f), Some(l)) if l > f => (l - f).as_secs_f64(),
+        _ => f64::NAN,
+    };
+    for p in procs {
+        p.stop();
+    }
+    let delivery_rate = (drained as f64 / span).round();
+    let per_core = |rate: f64, cores: f64| if cores > 0.0 { (rate / cores).round() } else { f64::NAN };
+    json!({
+        "relays": relays,
+        "ingest_events_per_s": ingest_rate,
+        "ingest_errors": errors,
+        "ack_ms": summary(acks),
+        "ingest_busy_cores": ingest_cores,
+        "ingest_relay_cores": ingest_relay_cores,
+        "ingest_db_cores": ingest_db_cores,
+        "ingest_events_per_s_per_busy_core": per_core(ingest_rate, ingest_cores),
+        "ingest_events_per_s_per_relay_and_db_core": per_core(ingest_rate, ingest_relay_cores + ingest_db_cores),
+        "backlog": backlog,
+        "delivered": drained,
+        "deliveries_per_s": delivery_rate,
+        "drain_busy_cores": drain_cores,
+        "drain_relay_cores": drain_relay_cores,
+        "drain_db_cores": drain_db_cores,
+        "deliveries_per_s_per_busy_core": per_core(delivery_rate, drain_cores),
+        "deliveries_per_s_per_relay_and_db_core": per_core(delivery_rate, drain_relay_cores + drain_db_cores),
+    })
+}
+
+/// Runs `sql` on the server's maintenance database `test`.
+async fn pg_admin(server: &str, sql: &str) -> Result<(), String> {
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{server}/test"), tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    client.batch_execute(sql).await.map_err(|e| e.to_string())
+}
+
+async fn scale(
+    args: &Args,
+    dir: &std::path::Path,
+    epoch: Instant,
+    seq: &Arc<AtomicU64>,
+    http: &reqwest::Client,
+) -> Value {
+    let mut rows = serde_json::Map::new();
+    let sqlite_dir = dir.join("scale-sqlite");
+    std::fs::create_dir_all(&sqlite_dir).unwrap();
+    let sqlite = format!("sqlite://{}", sqlite_dir.join("relay.db").display());
+    rows.insert("sqlite_1".into(), scale_row(args, &sqlite_dir, &sqlite, None, 1, epoch, seq, http).await);
+    for relays in 1..=3 {
+        let name = format!("cuecast_bench_{}_{relays}", std::process::id());
+        if let Err(e) = pg_admin(&args.postgres, &format!("CREATE DATABASE {name}")).await {
+            rows.insert("postgres".into(), json!(format!("skipped: PostgreSQL at {} unreachable: {e}", args.postgres)));
+            break;
+        }
+        let url = format!("{}/{name}", args.postgres);
+        let row_dir = dir.join(&name);
+        std::fs::create_dir_all(&row_dir).unwrap();
+        let migrated =
+            cuecast_relay::storage::migrate(&cuecast_relay::config::Storage::Postgres(url.clone()), None).await;
+        let row = match migrated {
+            Ok(_) => scale_row(args, &row_dir, &url, Some((&args.postgres, &name)), relays, epoch, seq, http).await,
+            Err(e) => json!(format!("migration failed: {e}")),
+        };
+        rows.insert(format!("postgres_{relays}"), row);
+        let _ = pg_admin(&args.postgres, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+    }
+    Value::Object(rows)
 }

@@ -1,5 +1,7 @@
-//! Test harness: a real relay on a random loopback port with a real SQLite
-//! file in a temp dir, and a real HTTP receiver that records what arrives.
+//! Test harness: a real relay on a random loopback port with real storage
+//! (a SQLite file in a temp dir, or a fresh PostgreSQL database on
+//! 127.0.0.1:5432 that is dropped afterwards), and a real HTTP receiver that
+//! records what arrives. [`both_backends!`] runs a test body once per backend.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -172,13 +174,202 @@ impl Receiver {
     }
 }
 
+/// Where a test's relay keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each `async fn name(b) { … }` twice, as `name::sqlite` and
+/// `name::postgres`: the same test against both storage backends.
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($(async fn $name:ident($b:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                run($crate::common::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if $crate::common::pg_available() {
+                    run($crate::common::Backend::Postgres).await
+                }
+            }
+            async fn run($b: $crate::common::Backend) $body
+        }
+    )*};
+}
+
+/// The PostgreSQL server tests use (`CUECAST_TEST_PG` overrides), and its
+/// maintenance database, where test databases are created and dropped.
+pub fn pg_server() -> String {
+    std::env::var("CUECAST_TEST_PG").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432".into())
+}
+
+/// Runs `f` with a synchronous client on its own thread: the `postgres`
+/// crate runs a runtime of its own, which may not nest inside a test's.
+pub fn pg<T: Send + 'static>(
+    url: String,
+    f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
+) -> Result<T, String> {
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+        f(&mut client).map_err(|e| format!("{e:?}"))
+    })
+    .join()
+    .unwrap()
+}
+
+/// Whether PostgreSQL answers. Under CI (`CI=true`) it must: a missing
+/// database fails the run instead of skipping half the suite in silence.
+pub fn pg_available() -> bool {
+    static UP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let up = UP.get_or_init(|| pg(format!("{}/test", pg_server()), |c| c.batch_execute("SELECT 1")));
+    match up {
+        Ok(()) => true,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("PostgreSQL at {} is unreachable under CI: {e}", pg_server())
+        }
+        Err(e) => {
+            eprintln!("\n*** SKIPPING a PostgreSQL test: {} is unreachable ({e}) ***\n", pg_server());
+            false
+        }
+    }
+}
+
+/// A test's storage: a SQLite file in a temp dir, or a PostgreSQL database
+/// `cuecast_test_<random>` dropped when this is dropped (also when the test fails).
+pub struct TestDb {
+    pub backend: Backend,
+    /// The `storage` URL.
+    pub url: String,
+    pub dir: Arc<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> TestDb {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("relay.db").display());
+                TestDb { backend, url, dir, pg_name: None }
+            }
+            Backend::Postgres => {
+                let name = format!("cuecast_test_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+                let create = format!("CREATE DATABASE {name}");
+                pg(format!("{}/test", pg_server()), move |c| c.batch_execute(&create)).unwrap();
+                let url = format!("{}/{name}", pg_server());
+                TestDb { backend, url, dir, pg_name: Some(name) }
+            }
+        }
+    }
+
+    pub fn storage(&self) -> cuecast_relay::config::Storage {
+        match self.backend {
+            Backend::Sqlite => cuecast_relay::config::Storage::Sqlite(self.dir.path().join("relay.db")),
+            Backend::Postgres => cuecast_relay::config::Storage::Postgres(self.url.clone()),
+        }
+    }
+
+    /// Runs SQL that both backends understand and returns the rows as text.
+    pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match self.backend {
+            Backend::Sqlite => {
+                let conn = rusqlite::Connection::open(self.dir.path().join("relay.db")).unwrap();
+                conn.busy_timeout(Duration::from_secs(5)).unwrap();
+                let mut stmt = conn.prepare(sql).unwrap();
+                let n = stmt.column_count();
+                stmt.query_map([], |r| {
+                    (0..n)
+                        .map(|i| {
+                            Ok(match r.get_ref(i)? {
+                                rusqlite::types::ValueRef::Null => None,
+                                rusqlite::types::ValueRef::Integer(v) => Some(v.to_string()),
+                                rusqlite::types::ValueRef::Real(v) => Some(v.to_string()),
+                                v => Some(v.as_str().unwrap_or_default().to_string()),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+            }
+            Backend::Postgres => {
+                // Every column as text, in order, through `json_each_text` of the row.
+                let sql = format!(
+                    "SELECT ARRAY(SELECT value FROM json_each_text(row_to_json(q)) WITH ORDINALITY ORDER BY ordinality) FROM ({sql}) q"
+                );
+                let rows = pg(self.url.clone(), move |c| c.query(&sql, &[])).unwrap();
+                rows.into_iter().map(|r| r.get::<_, Vec<Option<String>>>(0)).collect()
+            }
+        }
+    }
+
+    /// Runs one statement that returns nothing.
+    pub fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let conn = rusqlite::Connection::open(self.dir.path().join("relay.db")).unwrap();
+                conn.execute_batch(sql).unwrap();
+            }
+            Backend::Postgres => {
+                let sql = sql.to_string();
+                pg(self.url.clone(), move |c| c.batch_execute(&sql)).unwrap();
+            }
+        }
+    }
+
+    /// Deliveries as (id, webhook, status, attempts, last_error).
+    pub fn deliveries(&self) -> Vec<DeliveryRow> {
+        self.query("SELECT id, webhook_id, status, attempts, last_error FROM deliveries ORDER BY id")
+            .into_iter()
+            .map(|r| {
+                let int = |i: usize| r[i].as_deref().unwrap().parse::<i64>().unwrap();
+                (int(0), r[1].clone().unwrap(), r[2].clone().unwrap(), int(3), r[4].clone())
+            })
+            .collect()
+    }
+
+    pub fn attempts(&self, delivery: i64) -> Vec<AttemptRow> {
+        self.query(&format!(
+            "SELECT status, response, error, at FROM attempts WHERE delivery_id = {delivery} ORDER BY id"
+        ))
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].as_deref().map(|s| s.parse().unwrap()),
+                r[1].clone(),
+                r[2].clone(),
+                r[3].as_deref().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name {
+            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            if let Err(e) = pg(format!("{}/test", pg_server()), move |c| c.batch_execute(&drop)) {
+                eprintln!("could not drop test database {name}: {e}");
+            }
+        }
+    }
+}
+
 /// A relay running in this process.
 pub struct TestRelay {
     pub url: String,
-    pub db: PathBuf,
+    pub db: Arc<TestDb>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<cuecast_relay::Result<()>>>,
-    pub dir: Arc<tempfile::TempDir>,
 }
 
 /// Sources every test config has: the fixtures' key and a key open to any origin.
@@ -198,28 +389,28 @@ pub fn parse_config(toml: &str) -> Config {
 }
 
 impl TestRelay {
-    /// Starts a relay with `toml` (top-level keys first) and a fresh database.
-    pub async fn start(toml: &str) -> TestRelay {
-        TestRelay::start_in(Arc::new(tempfile::tempdir().unwrap()), toml).await
+    /// Starts a relay with `toml` (top-level keys first) and fresh storage of `backend`.
+    pub async fn start(backend: Backend, toml: &str) -> TestRelay {
+        TestRelay::start_in(Arc::new(TestDb::new(backend)), toml).await
     }
 
-    /// Starts a relay on the database in `dir` (to restart on the same file).
-    pub async fn start_in(dir: Arc<tempfile::TempDir>, toml: &str) -> TestRelay {
-        let db = dir.path().join("relay.db");
-        let text = format!("storage = \"sqlite://{}\"\n{toml}", db.display());
-        TestRelay::with_config(dir, parse_config(&text)).await
+    /// Starts a relay on existing storage (to restart on the same data).
+    pub async fn start_in(db: Arc<TestDb>, toml: &str) -> TestRelay {
+        let text = format!("storage = \"{}\"\n{toml}", db.url);
+        TestRelay::with_config(db, parse_config(&text)).await
     }
 
-    /// Starts a relay with a resolved config whose storage is inside `dir`.
-    pub async fn with_config(dir: Arc<tempfile::TempDir>, config: Config) -> TestRelay {
-        let cuecast_relay::config::Storage::Sqlite(db) = config.storage.clone();
+    /// Starts a relay with a resolved config whose storage is `db`'s.
+    pub async fn with_config(db: Arc<TestDb>, mut config: Config) -> TestRelay {
+        config.storage = db.storage();
+        config.migrate_on_start = true;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(cuecast_relay::run(config, listener, async move {
             let _ = rx.await;
         }));
-        let relay = TestRelay { url, db, shutdown: Some(tx), task: Some(task), dir };
+        let relay = TestRelay { url, db, shutdown: Some(tx), task: Some(task) };
         // Ready once /readyz answers.
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -241,18 +432,11 @@ impl TestRelay {
 
     /// Deliveries as (id, webhook, status, attempts, last_error).
     pub fn deliveries(&self) -> Vec<DeliveryRow> {
-        deliveries(&self.db)
+        self.db.deliveries()
     }
 
     pub fn attempts(&self, delivery: i64) -> Vec<AttemptRow> {
-        let conn = rusqlite::Connection::open(&self.db).unwrap();
-        let mut stmt = conn
-            .prepare("SELECT status, response, error, at FROM attempts WHERE delivery_id = ?1 ORDER BY id")
-            .unwrap();
-        stmt.query_map([delivery], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
+        self.db.attempts(delivery)
     }
 
     /// Waits until every delivery has left `pending` (their results are written asynchronously).
@@ -267,17 +451,6 @@ impl TestRelay {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-pub fn deliveries(db: &Path) -> Vec<DeliveryRow> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    let mut stmt =
-        conn.prepare("SELECT id, webhook_id, status, attempts, last_error FROM deliveries ORDER BY id").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
 }
 
 pub async fn post(url: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, HeaderMap, Value) {

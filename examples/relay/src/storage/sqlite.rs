@@ -1,5 +1,4 @@
-//! Durable state in one SQLite file: events (deduped by id), deliveries
-//! (event × webhook) and every attempt.
+//! The embedded backend: one SQLite file in WAL mode.
 //!
 //! One writer thread owns the connection. Requests queue on a channel; the
 //! thread takes everything queued, runs it in one transaction (each request
@@ -7,18 +6,20 @@
 //! answers after the commit. Concurrent ingest requests therefore share one
 //! fsync, and an answer always means "committed".
 //!
-//! [`Storage`] is the one type the rest of the relay sees, and its public
-//! methods speak in relay terms (events, deliveries, attempts), never SQL: a
-//! PostgreSQL backend (a separate issue) would put a second connection kind
-//! behind the same methods.
+//! One relay process owns the file, so leases never run out here: the lease
+//! columns exist for the shared logical schema and stay at their defaults.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc};
 
 use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
+use super::{
+    now_ms, Attempt, AttemptRecord, DeliveryRow, NewEvent, PendingDelivery, Replay, Status, StoredEvent, Work,
+    SCHEMA_VERSION,
+};
 use crate::error::{Error, Result};
 
 /// Forward-only schema migrations; `PRAGMA user_version` is the number applied.
@@ -66,127 +67,24 @@ const MIGRATIONS: &[&str] = &[
     -- Counters other processes bump to wake the server (e.g. `replay`).
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     "#,
+    // 2: leases (used by PostgreSQL, where many relays share the tables).
+    r#"
+    ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+    ALTER TABLE deliveries ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
-
-/// Status of a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Pending,
-    Delivered,
-    /// Failed for good (3xx, 4xx, render or condition error); not retried.
-    Failed,
-    /// Retries exhausted, or its webhook was disabled: can be replayed.
-    Dead,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Delivered => "delivered",
-            Status::Failed => "failed",
-            Status::Dead => "dead",
-        }
-    }
-}
-
-/// An event to store with the deliveries it creates.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub id: String,
-    pub name: String,
-    pub write_key: String,
-    pub body: String,
-    pub deliveries: Vec<NewDelivery>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewDelivery {
-    pub webhook_id: String,
-    /// `Pending` normally; `Failed` when its condition could not be
-    /// evaluated (with `error`); `Dead` when the webhook is disabled.
-    pub status: Status,
-    pub error: Option<String>,
-}
-
-/// What happened to one [`NewEvent`].
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    /// The id was stored before: nothing new was written.
-    pub duplicate: bool,
-    /// The pending deliveries created, to hand to the dispatcher.
-    pub pending: Vec<PendingDelivery>,
-}
-
-/// A delivery still to attempt.
-#[derive(Debug, Clone)]
-pub struct PendingDelivery {
-    pub id: i64,
-    pub msg_id: String,
-    pub webhook_id: String,
-    pub event_body: std::sync::Arc<str>,
-    pub attempts: u32,
-    pub next_attempt_at: i64,
-}
-
-/// One finished attempt and the delivery's state after it.
-#[derive(Debug, Clone)]
-pub struct AttemptRecord {
-    pub delivery_id: i64,
-    pub at: i64,
-    pub http_status: Option<u16>,
-    pub duration_ms: i64,
-    pub response: Option<String>,
-    pub error: Option<String>,
-    pub new_status: Status,
-    pub attempts: u32,
-    pub next_attempt_at: Option<i64>,
-}
-
-/// A stored attempt, for the admin API and tests.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Attempt {
-    pub at: i64,
-    pub status: Option<u16>,
-    pub duration_ms: i64,
-    pub response: Option<String>,
-    pub error: Option<String>,
-}
-
-/// A delivery as listed by `replay --list` and `/admin/deliveries`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeliveryRow {
-    pub id: i64,
-    pub event_id: String,
-    pub event: String,
-    pub webhook_id: String,
-    pub msg_id: String,
-    pub status: String,
-    pub attempts: u32,
-    pub updated_at: i64,
-    pub last_error: Option<String>,
-}
-
-/// Which dead letters to replay.
-#[derive(Debug, Clone)]
-pub enum Replay {
-    One(i64),
-    Webhook { webhook_id: String, since: i64, until: i64 },
-}
+const _: () = assert!(MIGRATIONS.len() == SCHEMA_VERSION);
 
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
 
-/// Handle to the database; cheap to clone.
+/// Handle to the file's writer thread; cheap to clone.
 #[derive(Clone)]
-pub struct Storage {
+pub struct Sqlite {
     jobs: mpsc::Sender<Job>,
     path: PathBuf,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    /// The `meta` counters' sum at the last [`claim`](Sqlite::claim), -1 before the first.
+    claimed_seq: Arc<AtomicI64>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -203,8 +101,8 @@ fn open_connection(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Applies the migrations not yet applied. Returns (before, after) versions.
-fn migrate(conn: &mut Connection) -> Result<(usize, usize)> {
+/// Applies the migrations not yet applied, up to `to`. Returns (before, after) versions.
+fn migrate(conn: &mut Connection, to: usize) -> Result<(usize, usize)> {
     let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     if current > MIGRATIONS.len() {
         return Err(Error::Storage(format!(
@@ -212,29 +110,34 @@ fn migrate(conn: &mut Connection) -> Result<(usize, usize)> {
             MIGRATIONS.len()
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(to).skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
-    Ok((current, MIGRATIONS.len()))
+    Ok((current, current.max(to.min(MIGRATIONS.len()))))
 }
 
-/// Opens the file and applies migrations, without starting a writer (for `cuecast-relay migrate`).
-pub fn migrate_file(path: &Path) -> Result<(usize, usize)> {
+/// Opens the file and applies migrations up to `to`, without starting a writer.
+pub fn migrate_file(path: &Path, to: usize) -> Result<(usize, usize)> {
     let mut conn = open_connection(path)?;
-    migrate(&mut conn)
+    migrate(&mut conn, to)
 }
 
-impl Storage {
-    /// Opens (creating if needed) and migrates the file, and starts the writer thread.
-    pub fn open(path: &Path) -> Result<Storage> {
+impl Sqlite {
+    /// Opens (creating if needed) the file, migrates it if `migrate` (else
+    /// refuses an old schema), and starts the writer thread.
+    pub fn open(path: &Path, migrate_now: bool) -> Result<Sqlite> {
         let mut conn = open_connection(path)?;
-        migrate(&mut conn)?;
+        if migrate_now {
+            migrate(&mut conn, MIGRATIONS.len())?;
+        } else {
+            check_version(&conn)?;
+        }
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new().name("cuecast-sqlite".into()).spawn(move || writer(conn, rx))?;
-        Ok(Storage { jobs, path: path.to_path_buf() })
+        Ok(Sqlite { jobs, path: path.to_path_buf(), claimed_seq: Arc::new(AtomicI64::new(-1)) })
     }
 
     pub fn path(&self) -> &Path {
@@ -364,15 +267,19 @@ impl Storage {
         );
     }
 
-    /// Every pending delivery, oldest first.
-    pub async fn pending(&self) -> Result<Vec<PendingDelivery>> {
-        self.call(pending_rows).await
-    }
-
-    /// The disabled webhooks and every pending delivery, read together so
-    /// that an `enable` and a `replay` are never seen half.
-    pub async fn work(&self) -> Result<(Vec<String>, Vec<PendingDelivery>)> {
-        self.call(|conn| Ok((disabled_rows(conn)?.into_iter().map(|(id, _)| id).collect(), pending_rows(conn)?))).await
+    /// The disabled webhooks, and every pending delivery on the first call
+    /// and after another process (`replay`, `enable`) bumped a `meta`
+    /// counter; read together so an `enable` and a `replay` are never seen
+    /// half. The dispatcher ignores deliveries it already holds.
+    pub async fn claim(&self) -> Result<Work> {
+        let claimed = self.claimed_seq.clone();
+        self.call(move |conn| {
+            let disabled = disabled_rows(conn)?.into_iter().map(|(id, _)| id).collect();
+            let seq: i64 = conn.query_row("SELECT COALESCE(SUM(value), 0) FROM meta", [], |r| r.get(0))?;
+            let pending = if claimed.swap(seq, Ordering::Relaxed) != seq { pending_rows(conn)? } else { Vec::new() };
+            Ok(Work { disabled, pending })
+        })
+        .await
     }
 
     /// Marks a webhook disabled (after a 410) and dead-letters its pending deliveries.
@@ -464,11 +371,6 @@ impl Storage {
         .await
     }
 
-    /// A number that changes whenever another process replays or re-enables.
-    pub async fn change_seq(&self) -> Result<i64> {
-        self.call(|conn| Ok(conn.query_row("SELECT COALESCE(SUM(value), 0) FROM meta", [], |r| r.get(0))?)).await
-    }
-
     /// The attempts of one delivery, oldest first.
     pub async fn attempts(&self, delivery_id: i64) -> Result<Vec<Attempt>> {
         self.call(move |conn| {
@@ -501,26 +403,18 @@ impl Storage {
 
     /// Storage reachable and the schema current (for `/readyz`).
     pub async fn ready(&self) -> Result<()> {
-        self.call(|conn| {
-            let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-            if v as usize == MIGRATIONS.len() {
-                Ok(())
-            } else {
-                Err(Error::Storage(format!("schema version {v}, expected {}", MIGRATIONS.len())))
-            }
-        })
-        .await
+        self.call(check_version).await
     }
 
-    /// Forgets events older than `before` (Unix ms) whose deliveries are all
-    /// finished (delivered or failed); dead letters and pending work stay.
-    pub async fn prune(&self, before: i64) -> Result<usize> {
+    /// One retention batch: a job of its own in the writer queue, so ingest
+    /// requests queued meanwhile commit between two batches.
+    pub async fn prune(&self, before: i64, batch: usize) -> Result<usize> {
         self.call(move |conn| {
             conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS prune_ids (id TEXT PRIMARY KEY); DELETE FROM prune_ids;")?;
             conn.execute(
                 "INSERT INTO prune_ids SELECT e.id FROM events e WHERE e.received_at < ?1 AND NOT EXISTS
-                 (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'dead')) LIMIT 50000",
-                params![before],
+                 (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'dead')) LIMIT ?2",
+                params![before, batch as i64],
             )?;
             conn.execute_batch(
                 "DELETE FROM attempts WHERE delivery_id IN (SELECT d.id FROM deliveries d JOIN prune_ids p ON p.id = d.event_id);
@@ -556,6 +450,21 @@ fn disabled_rows(conn: &Connection) -> Result<Vec<(String, String)>> {
         .prepare_cached("SELECT webhook_id, COALESCE(reason, '') FROM webhook_state WHERE disabled_at IS NOT NULL")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn check_version(conn: &Connection) -> Result<()> {
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    match (v as usize).cmp(&MIGRATIONS.len()) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(Error::Storage(format!(
+            "the database has schema version {v}, newer than this relay's {}; upgrade the relay",
+            MIGRATIONS.len()
+        ))),
+        std::cmp::Ordering::Less => Err(Error::Storage(format!(
+            "schema version {v}, expected {}: run `cuecast-relay migrate`",
+            MIGRATIONS.len()
+        ))),
+    }
 }
 
 fn bump(conn: &Connection, key: &str) -> Result<()> {
@@ -608,93 +517,5 @@ fn writer(conn: Connection, rx: mpsc::Receiver<Job>) {
         for reply in replies {
             reply(commit.clone());
         }
-    }
-}
-
-/// The `data/` directory an `sqlite://` URL points into, for messages.
-pub fn describe(path: &Path) -> String {
-    format!("sqlite://{}", path.display())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(id: &str, hooks: &[&str]) -> NewEvent {
-        NewEvent {
-            id: id.into(),
-            name: "x".into(),
-            write_key: "k".into(),
-            body: "{}".into(),
-            deliveries: hooks
-                .iter()
-                .map(|h| NewDelivery { webhook_id: h.to_string(), status: Status::Pending, error: None })
-                .collect(),
-        }
-    }
-
-    #[tokio::test]
-    async fn duplicates_create_no_deliveries_and_migrations_are_idempotent() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/relay.db");
-        let s = Storage::open(&path).unwrap();
-        let (a, b) = tokio::join!(
-            s.ingest(vec![event("e1", &["a", "b"])]),
-            s.ingest(vec![event("e2", &["a"]), event("e1", &["a"])])
-        );
-        let (a, b) = (a.unwrap(), b.unwrap());
-        assert!(!a[0].duplicate && a[0].pending.len() == 2);
-        assert!(!b[0].duplicate);
-        assert!(b[1].duplicate && b[1].pending.is_empty());
-        assert_eq!(s.counts().await.unwrap(), [("pending".to_string(), 3)]);
-        assert_eq!(s.pending().await.unwrap().len(), 3);
-        s.ready().await.unwrap();
-        drop(s);
-        assert_eq!(migrate_file(&path).unwrap(), (MIGRATIONS.len(), MIGRATIONS.len()));
-    }
-
-    #[tokio::test]
-    async fn a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("relay.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", 99).unwrap();
-        drop(conn);
-        assert!(matches!(Storage::open(&path), Err(Error::Storage(m)) if m.contains("newer")));
-    }
-
-    #[tokio::test]
-    async fn dead_letters_replay_and_prune() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Storage::open(&dir.path().join("r.db")).unwrap();
-        let stored = s.ingest(vec![event("e1", &["a"]), event("e2", &["a"])]).await.unwrap();
-        let (d1, d2) = (stored[0].pending[0].id, stored[1].pending[0].id);
-        for (id, status) in [(d1, Status::Dead), (d2, Status::Delivered)] {
-            s.record(
-                AttemptRecord {
-                    delivery_id: id,
-                    at: now_ms(),
-                    http_status: Some(500),
-                    duration_ms: 3,
-                    response: Some("oops".into()),
-                    error: None,
-                    new_status: status,
-                    attempts: 1,
-                    next_attempt_at: None,
-                },
-                || (),
-            );
-        }
-        s.flush().await.unwrap();
-        let dead = s.deliveries(Status::Dead, Some("a".into()), 0, i64::MAX).await.unwrap();
-        assert_eq!(dead.iter().map(|d| d.id).collect::<Vec<_>>(), [d1]);
-        assert_eq!(s.attempts(d1).await.unwrap()[0].response.as_deref(), Some("oops"));
-        let seq = s.change_seq().await.unwrap();
-        assert_eq!(s.replay(Replay::One(d1)).await.unwrap(), 1);
-        assert_ne!(s.change_seq().await.unwrap(), seq);
-        assert_eq!(s.pending().await.unwrap()[0].id, d1);
-        // e2 is finished and old enough: pruned; e1 is pending again: kept.
-        assert_eq!(s.prune(now_ms() + 1).await.unwrap(), 1);
-        assert_eq!(s.pending().await.unwrap().len(), 1);
     }
 }
