@@ -257,6 +257,9 @@ pub struct Outbox {
     owner: Option<String>,
     /// Changes not yet taken by [`Outbox::take_changes`].
     changes: Vec<Change>,
+    /// Queued events up to this time were adopted from pages that are gone:
+    /// they have waited long enough and go without waiting for a threshold.
+    adopted_until: i64,
 }
 
 impl Outbox {
@@ -271,6 +274,7 @@ impl Outbox {
             stopped: false,
             owner: None,
             changes: Vec::new(),
+            adopted_until: i64::MIN,
         }
     }
 
@@ -494,6 +498,9 @@ impl Outbox {
             adopted_at.push(self.queue.len());
             self.queue.push_back(a);
         }
+        for &at in &adopted_at {
+            self.adopted_until = self.adopted_until.max(self.queue[at].queued_at);
+        }
         self.queued_bytes = self.queue.iter().map(|q| q.json.len() + 1).sum();
         for at in adopted_at {
             self.put_queued(at);
@@ -568,6 +575,7 @@ impl Outbox {
     fn due(&self, now: i64, force: bool) -> bool {
         let Some(first) = self.queue.front() else { return false };
         force
+            || first.queued_at <= self.adopted_until
             || self.queue.len() >= self.limits.flush_at
             || self.queued_bytes + ENVELOPE_BYTES >= self.limits.max_batch_bytes
             || now >= first.queued_at + self.limits.flush_interval_ms as i64
@@ -760,7 +768,10 @@ impl Outbox {
                 return wake;
             }
         }
-        let queued = self.queue.front().map(|q| q.queued_at + self.limits.flush_interval_ms as i64);
+        let queued = self.queue.front().map(|q| match q.queued_at <= self.adopted_until {
+            true => i64::MIN,
+            false => q.queued_at + self.limits.flush_interval_ms as i64,
+        });
         match (wake, queued) {
             (Some(w), Some(q)) => Some(w.min(q)),
             (w, q) => w.or(q),
@@ -1292,6 +1303,11 @@ mod tests {
         a.persist_as("page-a");
         fill(&mut a, 8, 0, 0);
         apply(&mut store, &mut a);
+        let mut c = Outbox::new(limits(), "pk");
+        c.adopt(store.values().cloned().collect());
+        assert_eq!(c.next_wakeup(), Some(i64::MIN), "adopted events have waited enough");
+        let at_once = c.next_send(1, None, &mut ids()).unwrap();
+        assert_eq!(at_once.events, 8);
         let mut b = Outbox::new(Limits { max_queue_events: 10, ..limits() }, "pk");
         b.persist_as("page-b");
         for n in 100..105 {

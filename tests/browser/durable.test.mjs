@@ -119,6 +119,10 @@ test("navigating away within 1 ms of track(): 50 of 50 events arrive (on the way
     await page.waitForFunction(() => window.cc);
   }
   await receiver.until(() => ids.every((id) => dedupe(receiver).unique.has(id)), 30_000).catch(() => {});
+  // Batches sent on the way out are stored as in flight (their answers die
+  // with the page) and sent again once their lease runs out: wait until the
+  // last page holds nothing, then count what the relay would drop as duplicates.
+  await until(() => page.evaluate(async () => (await cc.flush()).pending === 0), 40_000, "storage emptied");
   const { unique, duplicates } = dedupe(receiver);
   const lost = ids.filter((id) => !unique.has(id));
   figure("navigate_away_lost", lost.length);
@@ -250,7 +254,8 @@ test("a page that tracks 200 events and closes: what fits in 60 KB goes at once,
   await receiver.until(() => ids.every((id) => dedupe(receiver).unique.has(id)), 30_000);
   const later = receiver.posts().slice(atClose.length).flatMap((p) => p.body.events.map((e) => e.properties.i));
   const rest = later.filter((i) => i >= sentAtClose.size);
-  assert.deepEqual(rest, rest.map((_, k) => sentAtClose.size + k), "the next page sends the rest, oldest first");
+  assert.deepEqual(rest.slice(0, 200 - sentAtClose.size), rest.slice(0, 200 - sentAtClose.size).map((_, k) => sentAtClose.size + k),
+    "the next page sends the rest at once, oldest first");
   figure("close_200_duplicates", dedupe(receiver).duplicates);
   noPageErrors(next.logs);
   await context.close();
