@@ -134,7 +134,7 @@ export interface CuecastError extends Error {
 export function init(options: Options): Promise<Client>;
 
 /**
- * What {@link load} returns at once: the client's methods, queued in memory
+ * What {@link load} returns at once: the client's methods, queued in memory (and in localStorage, so a page closed while loading loses none)
  * until the module has loaded and then replayed in order. Tracking calls
  * return `undefined` before that.
  */

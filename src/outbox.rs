@@ -61,6 +61,9 @@ pub struct Record {
     pub json: String,
     /// When it was queued (ms).
     pub at: i64,
+    /// Its place among the events its page queued in the same millisecond.
+    #[serde(default)]
+    pub seq: u64,
     /// The batch it was sent in, if it was: resent with the same batch id and
     /// the next attempt number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,6 +111,7 @@ impl Record {
             id: text(v, "id")?,
             owner: text(v, "owner")?,
             json: text(v, "json")?,
+            seq: v.get("seq").and_then(Value::as_u64).unwrap_or(0),
             at: v.get("at")?.as_i64()?,
             batch,
         })
@@ -187,6 +191,8 @@ struct Queued {
     id: String,
     json: String,
     queued_at: i64,
+    /// Orders events of one millisecond (ids are random within one).
+    seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -260,6 +266,8 @@ pub struct Outbox {
     /// Queued events up to this time were adopted from pages that are gone:
     /// they have waited long enough and go without waiting for a threshold.
     adopted_until: i64,
+    /// The last event's [`Record::seq`].
+    seq: u64,
 }
 
 impl Outbox {
@@ -275,6 +283,7 @@ impl Outbox {
             owner: None,
             changes: Vec::new(),
             adopted_until: i64::MIN,
+            seq: 0,
         }
     }
 
@@ -298,8 +307,14 @@ impl Outbox {
     fn put_queued(&mut self, at: usize) {
         let Some(owner) = &self.owner else { return };
         let q = &self.queue[at];
-        let record =
-            Record { id: q.id.clone(), owner: owner.clone(), json: q.json.clone(), at: q.queued_at, batch: None };
+        let record = Record {
+            id: q.id.clone(),
+            owner: owner.clone(),
+            json: q.json.clone(),
+            at: q.queued_at,
+            seq: q.seq,
+            batch: None,
+        };
         self.changes.push(Change::Put(record));
     }
 
@@ -320,6 +335,7 @@ impl Outbox {
                 owner: owner.clone(),
                 json: q.json.clone(),
                 at: q.queued_at,
+                seq: q.seq,
                 batch: Some(mark.clone()),
             };
             self.changes.push(Change::Put(record));
@@ -367,7 +383,8 @@ impl Outbox {
     pub fn push(&mut self, id: String, event_json: String, now: i64) -> (Push, usize) {
         let dropped = self.make_room(1, event_json.len() + 1);
         self.queued_bytes += event_json.len() + 1;
-        self.queue.push_back(Queued { id, json: event_json, queued_at: now });
+        self.seq += 1;
+        self.queue.push_back(Queued { id, json: event_json, queued_at: now, seq: self.seq });
         self.put_queued(self.queue.len() - 1);
         let push = if self.queue.len() >= self.limits.flush_at
             || self.queued_bytes + ENVELOPE_BYTES >= self.limits.max_batch_bytes
@@ -441,7 +458,7 @@ impl Outbox {
         });
         for i in 1..records.len() {
             let mut j = i;
-            while j > 0 && (records[j - 1].at, &records[j - 1].id) > (records[j].at, &records[j].id) {
+            while j > 0 && (records[j - 1].at, records[j - 1].seq) > (records[j].at, records[j].seq) {
                 records.swap(j - 1, j);
                 j -= 1;
             }
@@ -454,7 +471,7 @@ impl Outbox {
         let mut formed: Vec<Formed> = Vec::new();
         let mut queued: Vec<Queued> = Vec::new();
         for r in records {
-            let q = Queued { id: r.id, json: r.json, queued_at: r.at };
+            let q = Queued { id: r.id, json: r.json, queued_at: r.at, seq: r.seq };
             let Some(mark) = r.batch else {
                 queued.push(q);
                 continue;
@@ -1234,6 +1251,19 @@ mod tests {
         b.on_answer(&resent.batch_id, Some(202), None, 610, 0.5, &mut ids);
         let rest = b.next_send(610, Some(610), &mut ids).unwrap();
         assert_eq!(ids_of(&rest), ["e10", "e11", "e99"], "then the rest, oldest first");
+    }
+
+    #[test]
+    fn events_of_one_millisecond_keep_their_order_through_storage() {
+        let mut store = Default::default();
+        let mut a = Outbox::new(limits(), "pk");
+        a.persist_as("page-a");
+        fill(&mut a, 12, 0, 7); // ids e0..e11: "e10" sorts before "e2"
+        apply(&mut store, &mut a);
+        let mut b = Outbox::new(limits(), "pk");
+        b.adopt(store.values().cloned().collect());
+        let out = b.next_send(8, None, &mut ids()).unwrap();
+        assert_eq!(ids_of(&out), (0..12).map(|n| format!("e{n}")).collect::<Vec<_>>());
     }
 
     #[test]

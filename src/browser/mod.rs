@@ -469,6 +469,43 @@ impl Client {
     }
 }
 
+#[wasm_bindgen]
+impl Client {
+    /// Replays a call made before the module loaded (`load()` and the plain
+    /// script loader), at the time `at` it was made and, for the event it
+    /// creates, with the `id` it was given then: a call replayed twice (the
+    /// page closed mid-replay) is one event at the relay.
+    #[wasm_bindgen(js_name = _replay)]
+    pub fn replay(&self, method: &str, args: js_sys::Array, at: f64, id: String) -> Result<Option<String>, JsValue> {
+        let id = events::check_id("id", Some(&Value::from(id.as_str()))).ok().map(|()| id);
+        self.inner.borrow_mut().env.replay = Some((at as i64, id));
+        let arg = |i| args.get(i);
+        let result = match method {
+            "track" => self.track(arg(0), arg(1)),
+            "shoutoutClicked" => self.shoutout_clicked(arg(0)),
+            "surveySubmitted" => self.survey_submitted(arg(0)),
+            "onboardingTaskCompleted" => self.onboarding_task_completed(arg(0)),
+            "walkthruGoalReached" => self.walkthru_goal_reached(arg(0)),
+            "identify" => self.identify(arg(0), arg(1)),
+            "reset" => {
+                self.reset();
+                Ok(None)
+            }
+            "optOut" => {
+                self.opt_out();
+                Ok(None)
+            }
+            "optIn" => {
+                self.opt_in();
+                Ok(None)
+            }
+            _ => Err(js_error("replay", &Error::invalid("method", "is not a client method"))),
+        };
+        self.inner.borrow_mut().env.replay = None;
+        result
+    }
+}
+
 impl Client {
     fn built_in(&self, method: &str, name: &str, input: JsValue) -> Result<Option<String>, JsValue> {
         let input = convert::to_json(&input, "").map_err(|e| js_error(method, &e))?;

@@ -11,17 +11,33 @@ use crate::wire::{Context, Library, Page, Screen};
 /// The browser's clock and `crypto.getRandomValues`.
 pub struct BrowserEnv {
     crypto: Option<web_sys::Crypto>,
+    /// While a call made before loading is replayed: the time it was made,
+    /// and the id it was given then (for the event it creates).
+    pub replay: Option<(i64, Option<String>)>,
 }
 
 impl BrowserEnv {
     pub fn new(window: &Window) -> Self {
-        BrowserEnv { crypto: window.crypto().ok() }
+        BrowserEnv { crypto: window.crypto().ok(), replay: None }
     }
 }
 
 impl Env for BrowserEnv {
     fn now_ms(&self) -> i64 {
-        js_sys::Date::now() as i64
+        match &self.replay {
+            Some((at, _)) => *at,
+            None => js_sys::Date::now() as i64,
+        }
+    }
+
+    fn uuid_v7(&mut self) -> String {
+        // The first id a replayed call asks for is its event's.
+        if let Some(id) = self.replay.as_mut().and_then(|(_, id)| id.take()) {
+            return id;
+        }
+        let mut random = [0u8; 10];
+        self.fill_random(&mut random);
+        uuid::Builder::from_unix_timestamp_millis(self.now_ms().max(0) as u64, &random).into_uuid().to_string()
     }
 
     fn fill_random(&mut self, buf: &mut [u8]) {

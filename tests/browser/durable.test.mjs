@@ -325,3 +325,42 @@ test("without keepalive fetch, a hidden page hands its queue to sendBeacon as te
   await context.close();
   await receiver.close();
 });
+
+test("plain <script> loader: calls made before the module loaded are replayed in order, with the ids and times they were given", async () => {
+  const receiver = await startReceiver();
+  const context = await browser.newContext();
+  const { page, logs } = await tab(context, { endpoint: receiver.endpoint }, "loader.html");
+  const early = await page.evaluate(() => window.earlyCalls);
+  assert.deepEqual(early.map((c) => c.m), ["track", "identify", "shoutoutClicked"], "journaled before loading");
+  await page.evaluate(() => cc.flush());
+  const events = receiver.events();
+  assert.deepEqual(events.map((e) => e.event), ["app.started", "user.identified", "shoutout.clicked"]);
+  assert.deepEqual(events.map((e) => e.id), early.map((c) => c.id), "the ids given when the calls were made");
+  const earlyAt = await page.evaluate(() => window.earlyAt);
+  for (const e of events) assert.ok(Math.abs(Date.parse(e.timestamp) - earlyAt) < 1000, `made at ${e.timestamp}, not at replay`);
+  assert.equal(events[2].userId, "user-7", "in order: identify took effect before the click");
+  assert.equal(await page.evaluate(() => localStorage.getItem("cuecast:v1:early")), null, "the journal is emptied once replayed");
+  assert.match(await page.evaluate(() => cuecast.track("later")), /^[0-9a-f-]{36}$/, "afterwards calls go straight through");
+  noPageErrors(logs);
+  await context.close();
+  await receiver.close();
+});
+
+test("a page closed while the module is still loading loses no call: the next page replays them", async () => {
+  const receiver = await startReceiver();
+  const context = await browser.newContext();
+  const stuck = await context.newPage();
+  await stuck.route("**/cuecast_bg.wasm", () => {}); // the module never arrives
+  await stuck.goto(url({ endpoint: receiver.endpoint }, "loader.html"));
+  const early = await stuck.evaluate(() => window.earlyCalls);
+  assert.equal(await stuck.evaluate(() => window.cc), undefined, "still loading");
+  await stuck.close();
+  assert.equal(receiver.posts().length, 0);
+  const next = await tab(context, { endpoint: receiver.endpoint });
+  await receiver.until(() => early.every((c) => dedupe(receiver).unique.has(c.id)), 15_000);
+  const replayed = receiver.events().filter((e) => early.some((c) => c.id === e.id));
+  assert.deepEqual(replayed.map((e) => e.event), ["app.started", "user.identified", "shoutout.clicked"]);
+  noPageErrors(next.logs);
+  await context.close();
+  await receiver.close();
+});

@@ -109,7 +109,9 @@ fn bench(quick: bool) -> Result {
     run(&mut cmd)?;
     step("relay benchmarks (cuecast-loadgen: ingest, deliveries, event-to-webhook latency, 1-3 relays on PostgreSQL)");
     // The scale rows start `cuecast-relay` processes: build the binary next to the load generator.
-    run(Command::new(cargo()).args(["build", "--quiet", "--release", "-p", "cuecast-relay", "--bins"]).current_dir(root()))?;
+    run(Command::new(cargo())
+        .args(["build", "--quiet", "--release", "-p", "cuecast-relay", "--bins"])
+        .current_dir(root()))?;
     let mut loadgen = Command::new(cargo());
     loadgen
         .args(["run", "--quiet", "--release", "-p", "cuecast-relay", "--bin", "cuecast-loadgen"])

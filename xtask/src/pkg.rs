@@ -77,7 +77,8 @@ pub fn install_and_build(dir: &str, extra: &[&str]) -> Result {
     step(&format!("npm ci and vite build in {}", dir.strip_prefix(root()).unwrap_or(&dir).display()));
     run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).args(extra).current_dir(&dir))?;
     let wasm = "cuecast_bg.wasm";
-    let installed = std::fs::read(dir.join("node_modules/cuecast").join(wasm)).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let installed =
+        std::fs::read(dir.join("node_modules/cuecast").join(wasm)).map_err(|e| format!("{}: {e}", dir.display()))?;
     if installed != std::fs::read(root().join("pkg").join(wasm)).map_err(|e| e.to_string())? {
         return Err(format!("{}: npm ci installed another cuecast than the one just packed", dir.display()));
     }
