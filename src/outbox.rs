@@ -357,11 +357,10 @@ impl Outbox {
         for at in 0..self.queue.len() {
             self.put_queued(at);
         }
-        let records = std::mem::replace(&mut self.changes, saved)
+        std::mem::replace(&mut self.changes, saved)
             .into_iter()
             .filter_map(|c| if let Change::Put(r) = c { Some(r) } else { None })
-            .collect();
-        records
+            .collect()
     }
 
     /// Removes, without counting them, the events not in `ours`: another page

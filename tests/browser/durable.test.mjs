@@ -8,13 +8,17 @@ import http from "node:http";
 import { startReceiver, startSite, launchChromium } from "./harness.mjs";
 
 let browser, site;
+// Receivers and contexts a test opened: closed after the file even when the
+// test failed half-way (an open server would keep node from exiting).
+const opened = [];
+const keep = (x) => (opened.push(x), x);
 
 before(async () => {
   [browser, site] = await Promise.all([launchChromium(), startSite()]);
 });
 after(async () => {
   await browser.close();
-  await site.close();
+  await Promise.all([site.close(), ...opened.map((x) => x.close().catch(() => {}))]);
 });
 
 /** The figures the benchmark reports (`cargo xtask bench` reads this line). */
@@ -96,7 +100,7 @@ async function until(predicate, timeoutMs, what) {
 }
 
 test("navigating away within 1 ms of track(): 50 of 50 events arrive (on the way out or from the next page), each id once after dedupe", async () => {
-  const receiver = await startReceiver();
+  const receiver = keep(await startReceiver());
   const context = await browser.newContext();
   const { page, logs } = await tab(context, { endpoint: receiver.endpoint });
   const ids = [];
@@ -135,7 +139,7 @@ test("navigating away within 1 ms of track(): 50 of 50 events arrive (on the way
 });
 
 test("a relay that is down across two page loads: stored events arrive after it is back, in order, each once after dedupe, with their ids and times", async () => {
-  const probe = await startReceiver();
+  const probe = keep(await startReceiver());
   const { endpoint, port } = probe;
   await probe.close(); // connections are refused now
   const options = { endpoint, retry: { minDelay: 200, maxDelay: 1000 } };
@@ -154,7 +158,7 @@ test("a relay that is down across two page loads: stored events arrive after it 
   assert.equal(stored.length, 5, `all five are stored in IndexedDB: ${stored}`);
   assert.ok(stored.every((k) => /^cuecast:v1:[0-9a-f]{16}:[0-9a-f-]{36}:[0-9a-f-]{36}$/.test(k)), `versioned, scoped keys: ${stored[0]}`);
 
-  const back = await startReceiver(port);
+  const back = keep(await startReceiver(port));
   const reloadedAt = Date.now();
   await page.reload();
   await page.waitForFunction(() => window.cc);
@@ -181,7 +185,7 @@ test("a relay that is down across two page loads: stored events arrive after it 
 });
 
 test("offline for 30 s: nothing is sent and no retry is spent; back online, everything arrives by itself", async () => {
-  const receiver = await startReceiver();
+  const receiver = keep(await startReceiver());
   const context = await browser.newContext();
   const { page, logs } = await tab(context, { endpoint: receiver.endpoint, debug: true, flushInterval: 200 });
   await context.setOffline(true);
@@ -205,7 +209,7 @@ test("offline for 30 s: nothing is sent and no retry is spent; back online, ever
 
 for (const tabs of [2, 3]) {
   test(`${tabs} tabs tracking at once, one closed mid-flush: every event arrives, none is ever being sent twice at once`, async () => {
-    const receiver = await slowReceiver(300);
+    const receiver = keep(await slowReceiver(300));
     const context = await browser.newContext();
     const options = { endpoint: receiver.endpoint, flushAt: 5, flushInterval: 100, retry: { minDelay: 200, maxDelay: 1000 } };
     const pages = [];
@@ -238,7 +242,7 @@ for (const tabs of [2, 3]) {
 }
 
 test("a page that tracks 200 events and closes: what fits in 60 KB goes at once, the rest with the next page of the origin", async () => {
-  const receiver = await startReceiver();
+  const receiver = keep(await startReceiver());
   const context = await browser.newContext();
   const options = { endpoint: receiver.endpoint, flushAt: 1000, flushInterval: 3_600_000, maxBatchBytes: 512 * 1024 };
   const { page } = await tab(context, options);
@@ -263,7 +267,7 @@ test("a page that tracks 200 events and closes: what fits in 60 KB goes at once,
 });
 
 test("IndexedDB blocked: localStorage keeps the events across a reload; both blocked: memory, and the page sees no exception", async () => {
-  const probe = await startReceiver();
+  const probe = keep(await startReceiver());
   const { endpoint, port } = probe;
   await probe.close();
   const blockIdb = () => Object.defineProperty(window, "indexedDB", { get() { throw new DOMException("blocked", "SecurityError"); } });
@@ -275,7 +279,7 @@ test("IndexedDB blocked: localStorage keeps the events across a reload; both blo
   const ids = await page.evaluate(() => [cc.track("ls-1"), cc.track("ls-2")]);
   const keys = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("cuecast:v1:") && k.split(":").length === 5));
   assert.equal(keys.length, 2, keys.join());
-  const back = await startReceiver(port);
+  const back = keep(await startReceiver(port));
   await page.reload();
   await back.until(() => ids.every((id) => dedupe(back).unique.has(id)), 20_000);
   noPageErrors(logs);
@@ -295,7 +299,7 @@ test("IndexedDB blocked: localStorage keeps the events across a reload; both blo
 });
 
 test("a full storage quota never throws into the page, and the events are still sent", async () => {
-  const receiver = await startReceiver();
+  const receiver = keep(await startReceiver());
   const context = await browser.newContext();
   await context.addInitScript(() => {
     IDBObjectStore.prototype.put = function () { throw new DOMException("full", "QuotaExceededError"); };
@@ -310,7 +314,7 @@ test("a full storage quota never throws into the page, and the events are still 
 });
 
 test("without keepalive fetch, a hidden page hands its queue to sendBeacon as text/plain", async () => {
-  const receiver = await startReceiver();
+  const receiver = keep(await startReceiver());
   const context = await browser.newContext();
   await context.addInitScript(() => { delete Request.prototype.keepalive; });
   const { page, logs } = await tab(context, { endpoint: receiver.endpoint, flushInterval: 3_600_000, debug: true });
@@ -327,7 +331,7 @@ test("without keepalive fetch, a hidden page hands its queue to sendBeacon as te
 });
 
 test("plain <script> loader: calls made before the module loaded are replayed in order, with the ids and times they were given", async () => {
-  const receiver = await startReceiver();
+  const receiver = keep(await startReceiver());
   const context = await browser.newContext();
   const { page, logs } = await tab(context, { endpoint: receiver.endpoint }, "loader.html");
   const early = await page.evaluate(() => window.earlyCalls);
@@ -347,7 +351,7 @@ test("plain <script> loader: calls made before the module loaded are replayed in
 });
 
 test("a page closed while the module is still loading loses no call: the next page replays them", async () => {
-  const receiver = await startReceiver();
+  const receiver = keep(await startReceiver());
   const context = await browser.newContext();
   const stuck = await context.newPage();
   await stuck.route("**/cuecast_bg.wasm", () => {}); // the module never arrives

@@ -11,8 +11,8 @@ import { fileURLToPath } from "node:url";
 
 const pkg = path.join(path.dirname(fileURLToPath(import.meta.url)), "node_modules/cuecast");
 // Raised from 82 KB when the durable queue landed (IndexedDB, localStorage
-// rescue, Web Locks adoption: +21 KB gzip, measured in the README).
-const CEILING_GZIP = 100 * 1024;
+// rescue, Web Locks adoption, replay of early calls: +22 KB gzip, measured in the README).
+const CEILING_GZIP = 102 * 1024;
 
 test(`the npm payload (wasm + JS) stays under ${CEILING_GZIP / 1024} KB gzip`, () => {
   const files = ["cuecast_bg.wasm", "cuecast.js", "index.js"];

@@ -133,6 +133,25 @@ fn bench(quick: bool) -> Result {
         drills.arg("--quick");
     }
     run(&mut drills)?;
+    if quick {
+        println!("durable-queue figures: skipped in --quick (the durable tests take about 2 minutes)");
+    } else {
+        step("durable queue (loss and duplicates in the durable browser tests, time to the first resend)");
+        let mut durable = node_tests(&tools, "tests/browser/durable.test.mjs");
+        let log = output(durable.current_dir(root())).ok_or("the durable browser tests failed")?;
+        // The tests print `# figure {"name": …, "value": …}` lines.
+        let figures: serde_json::Map<String, serde_json::Value> = log
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("# figure "))
+            .filter_map(|f| serde_json::from_str::<serde_json::Value>(f).ok())
+            .filter_map(|f| Some((f.get("name")?.as_str()?.to_string(), f.get("value")?.clone())))
+            .collect();
+        let date = output(Command::new("date").args(["-u", "+%Y-%m-%d"])).unwrap_or_default();
+        let json = serde_json::json!({ "date": date, "figures": figures }).to_string();
+        let out = root().join("target/bench/durable.json");
+        std::fs::write(&out, format!("{json}\n")).map_err(|e| format!("{}: {e}", out.display()))?;
+        println!("{json}\nwritten target/bench/durable.json");
+    }
     // A quick run writes its report under target/bench, never over the committed BENCHMARKS.md.
     step("report");
     run(Command::new("node")

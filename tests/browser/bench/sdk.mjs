@@ -38,6 +38,8 @@ const size = {
   js: sizes([path.join(pkg, "cuecast.js"), path.join(pkg, "index.js")]),
 };
 size.total = Object.fromEntries(Object.keys(size.wasm).map((k) => [k, size.wasm[k] + size.js[k]]));
+// The plain <script> loader: an optional entry that loads index.js, not part of the total.
+size.loader = sizes([path.join(pkg, "loader.js")]);
 
 // The anchors' shipped browser bundles, measured by the same code in this run
 // (installed at pinned versions by `cargo xtask bench` in bench/anchors).
@@ -309,7 +311,7 @@ result.track = {
 const kb = (b) => `${(b / 1024).toFixed(1)} KB`;
 console.log(`\ncuecast SDK benchmark, ${result.date}, ${result.machine.cpus} × ${result.machine.model}${quick ? " (quick)" : ""}`);
 console.log("npm payload          raw        gzip -9    brotli");
-for (const k of ["wasm", "js", "total"]) {
+for (const k of ["wasm", "js", "total", "loader"]) {
   console.log(`  ${k.padEnd(18)} ${kb(size[k].raw).padEnd(10)} ${kb(size[k].gzip).padEnd(10)} ${kb(size[k].brotli)}`);
 }
 for (const [name, a] of Object.entries(anchors)) {

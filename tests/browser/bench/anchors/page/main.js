@@ -1,9 +1,11 @@
 // The benchmark page: each SDK is imported (bundled by Vite as an app would bundle it),
 // configured to batch and pointed at the local receiver, and wrapped in the same
 // `{ track(i), flush() }` shape. `window.start(name, receiverUrl)` loads one per page.
-// Like for like: every queue is kept in memory (cuecast 0.1 does not persist its queue yet;
-// Segment and Snowplow write theirs to localStorage by default) and large enough for the
-// whole run, and nothing is sampled or rate-limited away.
+// Queues: cuecast writes every event through to IndexedDB (its only mode); the anchors keep
+// theirs in memory here (Segment and Snowplow write theirs to localStorage by default, which
+// made Snowplow slow down with the square of the backlog), so the comparison is conservative
+// for cuecast. Every queue is large enough for the whole run, and nothing is sampled or
+// rate-limited away.
 const props = (i) => ({ format: "csv", rows: i, filters: { region: "emea" }, bench: "cc-bench-marker" });
 
 const sdks = {
