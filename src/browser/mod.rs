@@ -335,6 +335,8 @@ fn persisted(e: &web_sys::Event) -> bool {
 /// keeps a page out of the cache); other pages may adopt its events meanwhile.
 fn on_freeze(weak: &Weak<RefCell<Inner>>) {
     let Some(rc) = weak.upgrade() else { return };
+    // Nothing is sent until the page is back and knows which events are still its own.
+    rc.borrow_mut().ready = false;
     let release = rc.borrow_mut().release.take();
     if let Some(release) = release {
         let _ = release.call0(&JsValue::UNDEFINED);
@@ -345,6 +347,8 @@ fn on_freeze(weak: &Weak<RefCell<Inner>>) {
 /// events another page took over while this one was frozen.
 async fn on_thaw(rc: Rc<RefCell<Inner>>) {
     if rc.borrow().locks.is_none() || !rc.borrow().shelf.shared() {
+        rc.borrow_mut().ready = true;
+        start_sending(rc);
         return;
     }
     hold_page_lock(&rc).await;
@@ -355,6 +359,10 @@ async fn on_thaw(rc: Rc<RefCell<Inner>>) {
     let ours: Vec<String> = shelf.records_of(&me).await.into_iter().map(|r| r.id).collect();
     rc.borrow_mut().tracker.outbox.keep_only(&ours);
     adopt_orphans(&rc).await;
+    let mut inner = rc.borrow_mut();
+    inner.ready = true;
+    inner.answered(); // a flush() called while frozen goes on now
+    drop(inner);
     start_sending(rc);
 }
 

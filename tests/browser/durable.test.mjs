@@ -368,3 +368,35 @@ test("a page closed while the module is still loading loses no call: the next pa
   await context.close();
   await receiver.close();
 });
+
+test("a page entering the back/forward cache lets another tab take its events, and when restored does not send them again", async () => {
+  const receiver = keep(await startReceiver());
+  const context = await browser.newContext();
+  const options = { endpoint: receiver.endpoint, flushInterval: 3_600_000, flushAt: 1000 };
+  const a = await tab(context, options);
+  // Only this page is offline, so hiding it stores its events instead of sending them.
+  const cdp = await context.newCDPSession(a.page);
+  await cdp.send("Network.emulateNetworkConditions", { offline: true, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await a.page.waitForFunction(() => !navigator.onLine);
+  const ids = await a.page.evaluate(() => Array.from({ length: 5 }, (_, i) => cc.track("frozen", { i })));
+  const b = await tab(context, options);
+  await new Promise((r) => setTimeout(r, 500)); // b has seen a's records and waits on a's lock
+  // Headless Chromium keeps no back/forward cache, so the page lifecycle events are dispatched as
+  // the browser would: pagehide with persisted = true on the way into the cache.
+  await a.page.evaluate(() => window.dispatchEvent(new PageTransitionEvent("pagehide", { persisted: true })));
+  await receiver.until(() => ids.every((id) => dedupe(receiver).unique.has(id)), 10_000);
+  // Back online while still "frozen" (a real frozen page runs nothing; this one still has its
+  // timers and the online event), then restored.
+  await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await a.page.waitForFunction(() => navigator.onLine);
+  await a.page.evaluate(() => { window.frozenFlush = cc.flush(); });
+  await new Promise((r) => setTimeout(r, 500));
+  await a.page.evaluate(() => window.dispatchEvent(new PageTransitionEvent("pageshow", { persisted: true })));
+  assert.equal((await a.page.evaluate(() => window.frozenFlush)).sent, 0, "a flush while frozen waits, then finds nothing of its own");
+  await until(() => a.page.evaluate(async () => (await cc.flush()).pending === 0), 5000, "the restored page let go of them");
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.deepEqual(receiver.events().map((e) => e.id), ids, "sent once, by the other tab, in order");
+  noPageErrors(a.logs);
+  noPageErrors(b.logs);
+  await context.close();
+});

@@ -271,7 +271,7 @@ test("a page that tracks 200 events and closes sends what fits in the 60 KB keep
   assert.ok(bytes > 40 * 1024, `and the budget is used: ${bytes} bytes`);
   const sent = posts.flatMap((p) => p.body.events.map((e) => e.properties.i));
   assert.deepEqual(sent, sent.map((_, k) => k), "the oldest events, in order");
-  assert.ok(sent.length < 200, `the rest did not fit (${sent.length} of 200 sent); persisting it is the durable-queue issue`);
+  assert.ok(sent.length < 200, `the rest did not fit (${sent.length} of 200 sent); durable.test.mjs checks the next page sends it`);
 });
 
 test("load(): calls made before the module has loaded are queued and replayed in order", async () => {
