@@ -1265,19 +1265,27 @@ mod tests {
         assert_eq!(ids_of(&out), (0..12).map(|n| format!("e{n}")).collect::<Vec<_>>());
     }
 
-    #[test]
-    fn a_batch_stored_in_flight_waits_out_the_lease_before_it_is_sent_again() {
+    /// Page A tracks `count` events and is hidden at `at` (its batches leave
+    /// as keepalive requests whose answers it never sees); page B adopts
+    /// what A left. Returns B and A's requests.
+    fn hidden_then_adopted(count: usize, at: i64, ids: &mut dyn FnMut() -> String) -> (Outbox, Vec<Outgoing>) {
         let mut store = Default::default();
         let mut a = Outbox::new(limits(), "pk");
         a.persist_as("page-a");
-        fill(&mut a, 30, 0, 0);
-        let mut ids = ids();
-        let hidden = a.drain_for_hide(1000, 60 * 1024, &mut ids);
+        fill(&mut a, count, 0, 0);
+        let hidden = a.drain_for_hide(at, 60 * 1024, ids);
         assert!(!hidden.is_empty());
         apply(&mut store, &mut a);
         let mut b = Outbox::new(limits(), "pk");
         b.persist_as("page-b");
         b.adopt(store.values().cloned().collect());
+        (b, hidden)
+    }
+
+    #[test]
+    fn a_batch_stored_in_flight_waits_out_the_lease_before_it_is_sent_again() {
+        let mut ids = ids();
+        let (mut b, hidden) = hidden_then_adopted(30, 1000, &mut ids);
         let before = 1000 + LEASE_MS - 1;
         assert!(b.next_send(before, Some(before), &mut ids).is_none(), "a flush does not race the lease");
         assert!(
@@ -1290,16 +1298,8 @@ mod tests {
 
     #[test]
     fn a_lease_holds_up_nothing_else_and_is_sent_in_its_place_once_it_runs_out() {
-        let mut store = Default::default();
-        let mut a = Outbox::new(limits(), "pk");
-        a.persist_as("page-a");
-        fill(&mut a, 2, 0, 0);
         let mut ids = ids();
-        let hidden = a.drain_for_hide(0, 60 * 1024, &mut ids);
-        apply(&mut store, &mut a);
-        let mut b = Outbox::new(limits(), "pk");
-        b.persist_as("page-b");
-        b.adopt(store.values().cloned().collect());
+        let (mut b, hidden) = hidden_then_adopted(2, 0, &mut ids);
         b.push("mine".into(), event(7, 0), 10);
         assert_eq!(b.next_wakeup(), Some(5010), "this page's flush interval, not the lease");
         let mine = b.next_send(5010, None, &mut ids).unwrap();

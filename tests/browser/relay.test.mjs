@@ -1,40 +1,20 @@
 // The whole chain on loopback: the packed SDK in Chromium → the real relay
 // binary (embedded SQLite) → webhook receivers, with signatures verified by
-// an implementation written here (Standard Webhooks: HMAC-SHA256 over
-// `id.timestamp.body`, base64, `v1,` prefix).
+// the harness's `verifySignature` (Standard Webhooks, written from the spec,
+// not taken from the relay).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import net from "node:net";
-import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import { startReceiver, startSite, launchChromium, openPage } from "./harness.mjs";
+import { startReceiver, startSite, launchChromium, openPage, startRelay, verifySignature } from "./harness.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const relayBin = path.join(root, "target/debug/cuecast-relay");
 const SECRET = "whsec_" + Buffer.from("cuecast-browser-test-secret-32b!").toString("base64");
 
-let browser, site, hooks, relay, relayUrl, dir;
-
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
-  const { port } = server.address();
-  await new Promise((r) => server.close(r));
-  return port;
-}
+let browser, site, hooks, relay, relayUrl;
 
 before(async () => {
-  assert.ok(fs.existsSync(relayBin), `${relayBin} is built by cargo test --workspace`);
   [browser, site, hooks] = await Promise.all([launchChromium(), startSite(), startReceiver()]);
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "cuecast-chain-"));
-  const port = await freePort();
-  relayUrl = `http://127.0.0.1:${port}`;
-  const config = `
-listen = "127.0.0.1:${port}"
+  relay = await startRelay(({ listen, dir }) => `
+listen = "${listen}"
 storage = "sqlite://${dir}/cuecast.db"
 [egress]
 allow_cidrs = ["127.0.0.0/8"]
@@ -57,36 +37,18 @@ events = ["onboarding.*"]
 method = "GET"
 url = "${hooks.url}/sheet?user={{ userId }}&task={{ properties.taskId }}"
 secret = "${SECRET}"
-`;
-  fs.writeFileSync(path.join(dir, "relay.toml"), config);
-  relay = spawn(relayBin, ["serve", "--config", path.join(dir, "relay.toml")], { stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  relay.stderr.on("data", (c) => (stderr += c));
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    try {
-      if ((await fetch(`${relayUrl}/readyz`)).ok) break;
-    } catch {}
-    if (Date.now() > deadline) throw new Error(`relay did not become ready:\n${stderr}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+`);
+  relayUrl = relay.url;
 });
 
 after(async () => {
-  relay?.kill("SIGTERM");
-  await browser?.close();
-  await Promise.all([site?.close(), hooks?.close()]);
-  fs.rmSync(dir, { recursive: true, force: true });
+  await relay?.stop();
+  relay?.cleanup();
+  await browser.close();
+  await Promise.all([site.close(), hooks.close()]);
 });
 
-function verify(req, signedContent) {
-  const key = Buffer.from(SECRET.slice("whsec_".length), "base64");
-  const id = req.headers["webhook-id"];
-  const ts = req.headers["webhook-timestamp"];
-  const expected = crypto.createHmac("sha256", key).update(`${id}.${ts}.${signedContent}`).digest("base64");
-  const given = req.headers["webhook-signature"].split(" ").map((s) => s.replace(/^v1,/, ""));
-  return given.includes(expected) && Math.abs(Date.now() / 1000 - Number(ts)) < 300;
-}
+const verify = (req, signedContent) => verifySignature(req, SECRET, signedContent);
 
 test("events tracked in the page reach the webhooks through the relay, rendered and signed", async () => {
   const { page, context } = await openPage(browser, site, { endpoint: `${relayUrl}/v1/batch` }, { writeKey: "pk_live_chain" });
