@@ -91,8 +91,9 @@ impl Config {
             max_batch_bytes: number(opts, "maxBatchBytes", (MAX_EVENT_BYTES + ENVELOPE_BYTES) as u64, 512 * 1024)?
                 .unwrap_or(48 * 1024) as usize,
             max_queue_events: number(opts, "maxQueueEvents", 1, 100_000)?.unwrap_or(1000) as usize,
-            // At least one largest event; at most what localStorage can hold.
-            max_queue_bytes: number(opts, "maxQueueBytes", MAX_EVENT_BYTES as u64, 4 * 1024 * 1024)?
+            // At least one largest event. Above ~4 MB only IndexedDB holds it all
+            // (localStorage, the fallback and the page-hide copy, holds 5 MB per origin).
+            max_queue_bytes: number(opts, "maxQueueBytes", MAX_EVENT_BYTES as u64, 64 * 1024 * 1024)?
                 .unwrap_or(2 * 1024 * 1024) as usize,
             session_timeout_ms: number(opts, "sessionTimeout", 1000, 7 * 86_400_000)?.unwrap_or(30 * 60_000),
             auto_capture: boolean(opts, "autoCapture")?.unwrap_or(true),

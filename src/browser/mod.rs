@@ -27,7 +27,7 @@ use web_sys::Window;
 use crate::config::Config;
 use crate::error::Error;
 use crate::events;
-use crate::outbox::{storage_scope, Answer, Outgoing, Push};
+use crate::outbox::{storage_scope, Answer, Change, Outgoing, Push};
 use crate::retry::parse_retry_after;
 use crate::tracker::{Env, Identity, Tracked, Tracker};
 use capture::{Captured, Listeners};
@@ -83,6 +83,12 @@ struct Inner {
     release: Option<Function>,
     /// Other pages whose end we wait for, to adopt what they leave.
     watched: Vec<String>,
+    /// Storage writes gathered during this JS task, written together in one
+    /// transaction right after it ([`Inner::save`]).
+    unsaved: Vec<Change>,
+    save_queued: bool,
+    /// This client, for the deferred write.
+    me: Weak<RefCell<Inner>>,
 }
 
 thread_local! {
@@ -167,7 +173,11 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         locks: Locks::get(&window),
         release: None,
         watched: Vec::new(),
+        unsaved: Vec::new(),
+        save_queued: false,
+        me: Weak::new(),
     }));
+    inner.borrow_mut().me = Rc::downgrade(&inner);
     inner.borrow_mut().persist_identity();
     let weak = Rc::downgrade(&inner);
     let storage = Listener::new(&window, "storage", false, move |e| on_storage(&weak, &e));
@@ -299,7 +309,7 @@ async fn adopt_under_lock(rc: Rc<RefCell<Inner>>, locks: Option<Locks>) {
         let adopted = inner.tracker.outbox.adopt(records);
         let debug = inner.tracker.config.debug;
         log(debug, || format!("took over {adopted} stored event(s) left by earlier or closed pages"));
-        let changes = inner.tracker.outbox.take_changes();
+        let changes = inner.take_unsaved();
         inner.shelf.write(changes)
     };
     // Rewritten as ours before the adoption lock is let go.
@@ -647,6 +657,7 @@ fn on_hide(weak: &Weak<RefCell<Inner>>) {
     let Some(rc) = weak.upgrade() else { return };
     let Ok(mut inner) = rc.try_borrow_mut() else { return };
     if !inner.online() {
+        inner.save_now();
         let records = inner.tracker.outbox.snapshot();
         inner.shelf.rescue(records);
         return;
@@ -659,7 +670,7 @@ fn on_hide(weak: &Weak<RefCell<Inner>>) {
     // Stored as in flight first: the next page waits out the lease instead of
     // racing these. The synchronous copy covers IndexedDB writes the closing
     // page may not live to commit.
-    inner.save();
+    inner.save_now();
     let records = inner.tracker.outbox.snapshot();
     inner.shelf.rescue(records);
     let bytes: usize = batches.iter().map(|b| b.body.len()).sum();
@@ -783,11 +794,38 @@ fn start_sending(rc: Rc<RefCell<Inner>>) {
 }
 
 impl Inner {
-    /// Writes the outbox's changes to storage. The writes are issued now; a
-    /// failure (quota, storage gone) leaves the events in memory and, with
-    /// `debug`, says so.
+    /// Gathers the outbox's changes and writes them right after the current
+    /// JS task, in one transaction with the rest of the task's (a burst of
+    /// `track()` calls costs one IndexedDB transaction, not one each). A page
+    /// being hidden writes at once, and copies everything synchronously too.
     fn save(&mut self) {
-        let changes = self.tracker.outbox.take_changes();
+        self.unsaved.extend(self.tracker.outbox.take_changes());
+        if self.unsaved.is_empty() || self.save_queued {
+            return;
+        }
+        self.save_queued = true;
+        let me = self.me.clone();
+        spawn_local(async move {
+            let Some(rc) = me.upgrade() else { return };
+            // Not borrowed here: spawned futures never hold a borrow across an await.
+            if let Ok(mut inner) = rc.try_borrow_mut() {
+                inner.save_now();
+            };
+        });
+    }
+
+    /// Every change not yet written, oldest first.
+    fn take_unsaved(&mut self) -> Vec<Change> {
+        self.save_queued = false;
+        let mut changes = std::mem::take(&mut self.unsaved);
+        changes.extend(self.tracker.outbox.take_changes());
+        changes
+    }
+
+    /// Writes what is gathered now. A failure (quota, storage gone) leaves
+    /// the events in memory and, with `debug`, says so.
+    fn save_now(&mut self) {
+        let changes = self.take_unsaved();
         let Some(written) = self.shelf.write(changes) else { return };
         if self.tracker.config.debug {
             spawn_local(async move {

@@ -11,7 +11,7 @@ const props = (i) => ({ format: "csv", rows: i, filters: { region: "emea" }, ben
 const sdks = {
   async cuecast(url) {
     const { init } = await import("cuecast");
-    const cc = await init({ endpoint: `${url}/cuecast/v1/batch`, writeKey: "pk_bench", autoCapture: false, maxQueueEvents: 100_000 });
+    const cc = await init({ endpoint: `${url}/cuecast/v1/batch`, writeKey: "pk_bench", autoCapture: false, maxQueueEvents: 100_000, maxQueueBytes: 64 << 20 });
     return { track: (i) => cc.track("report.exported", props(i)), flush: () => cc.flush() };
   },
   async segment(url) {
