@@ -372,27 +372,10 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         ),
     ));
     relay.wait_ready().await;
-    let url = format!("{}/v1/batch", relay.url);
     let secs = (args.ingest_secs / 2).max(1);
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let (http, url, seq) = (http.clone(), url.clone(), seq.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut acked = 0usize;
-            while Instant::now() < deadline {
-                if matches!(http.post(&url).body(batch_body(epoch, &seq)).send().await, Ok(r) if r.status() == 202) {
-                    acked += BATCH;
-                }
-            }
-            acked
-        }));
-    }
-    let mut acked = 0;
-    for t in tasks {
-        acked += t.await.unwrap();
-    }
+    let load = post_for(&http, &[format!("{}/v1/batch", relay.url)], args.clients, secs as f64, epoch, &seq).await;
+    let acked = load.events();
     let ingest_s = started.elapsed().as_secs_f64();
     let delivered_meanwhile = both_sink.count.load(Ordering::Relaxed);
     let wait_until = Instant::now() + Duration::from_secs(300);
@@ -670,41 +653,15 @@ async fn scale_row(
     let urls: Vec<String> = procs.iter().map(|p| format!("{}/v1/batch", p.url)).collect();
     let cpu = cpu_jiffies();
     let relay_cpu = relays_jiffies(&procs);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.ingest_secs);
-    let mut tasks = Vec::new();
-    for c in 0..args.clients {
-        let (http, url, seq) = (http.clone(), urls[c % urls.len()].clone(), seq.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut acks, mut errors) = (Vec::new(), 0u64);
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                match http.post(&url).body(batch_body(epoch, &seq)).send().await {
-                    Ok(r) if r.status() == 202 => {
-                        let _ = r.bytes().await;
-                        acks.push(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    _ => errors += 1,
-                }
-            }
-            (acks, errors)
-        }));
-    }
-    let (mut acks, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (a, e) = t.await.unwrap();
-        acks.extend(a);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let load = post_for(http, &urls, args.clients, args.ingest_secs as f64, epoch, seq).await;
+    let elapsed = load.seconds;
     let ingest_cores = busy_cores(cpu, cpu_jiffies());
     let ingest_relay_cores = relay_cores(relay_cpu, relays_jiffies(&procs), elapsed);
     let ingest_db_cores = relay_cores(0, backends_jiffies(pg_db).await, elapsed);
     for p in procs {
         p.stop();
     }
-    let events = acks.len() * BATCH;
-    let ingest_rate = (events as f64 / elapsed).round();
+    let ingest_rate = load.events_per_s();
 
     // Drain: a backlog built behind a 1/h limit by one relay, then sent by `relays` relays.
     let drain = sink(epoch, false).await;
@@ -717,20 +674,7 @@ async fn scale_row(
     let filling = Proc::start(&write("limited.toml", &hook("rate_limit = \"1/h\"")));
     filling.wait_ready().await;
     let batches = args.deliveries.div_ceil(BATCH);
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let (http, url, seq, next) = (http.clone(), format!("{}/v1/batch", filling.url), seq.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < batches as u64 {
-                let r = http.post(&url).body(batch_body(epoch, &seq)).send().await.unwrap();
-                assert_eq!(r.status(), 202);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    post_batches(http, &format!("{}/v1/batch", filling.url), args.clients, batches, epoch, seq).await;
     filling.stop();
     let backlog = (batches * BATCH) as u64 - drain.count.load(Ordering::Relaxed);
     let already = drain.count.load(Ordering::Relaxed);
@@ -761,8 +705,8 @@ async fn scale_row(
     json!({
         "relays": relays,
         "ingest_events_per_s": ingest_rate,
-        "ingest_errors": errors,
-        "ack_ms": summary(acks),
+        "ingest_errors": load.errors,
+        "ack_ms": summary(load.acks_ms),
         "ingest_busy_cores": ingest_cores,
         "ingest_relay_cores": ingest_relay_cores,
         "ingest_db_cores": ingest_db_cores,
