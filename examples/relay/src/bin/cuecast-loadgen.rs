@@ -441,14 +441,18 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
     });
     let scale = if args.no_scale { Value::Null } else { scale(args, dir, epoch, &seq, &http).await };
 
-    // 7. How cost grows: webhooks per event, and events already stored.
+    // 7. How cost grows: webhooks per event, and events already stored. The
+    //    stored row runs right after the one-webhook row it is compared with.
+    let prefill_s = prefill(&dir.join("stored.db"), &rows, &seq, args.stored);
     let mut fanout = serde_json::Map::new();
+    let mut with_stored = Value::Null;
     for hooks in [1, 10, 100] {
         let row = webhook_row(args, dir, &format!("fanout-{hooks}.db"), hooks, epoch, &seq, &http).await;
         fanout.insert(format!("webhooks_{hooks}"), row);
+        if hooks == 1 {
+            with_stored = webhook_row(args, dir, "stored.db", 1, epoch, &seq, &http).await;
+        }
     }
-    let prefill_s = prefill(&dir.join("stored.db"), &rows, &seq, args.stored);
-    let mut with_stored = webhook_row(args, dir, "stored.db", 1, epoch, &seq, &http).await;
     let empty = &fanout["webhooks_1"];
     let ack = with_stored["ack_ms"].take();
     let stored = json!({
