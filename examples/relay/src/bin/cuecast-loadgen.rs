@@ -445,6 +445,10 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
     //    stored row runs right after the one-webhook row it is compared with.
     let prefill_s = prefill(&dir.join("stored.db"), &rows, &seq, args.stored);
     let mut fanout = serde_json::Map::new();
+    fanout.insert(
+        "what".into(),
+        json!("N webhooks match every event. Ingest: clients post for half the ingest time while the webhooks are rate-limited to 1/h (nothing sent), so each event costs one event row and N delivery rows. Deliveries: a backlog of about `--deliveries` built behind that limit, drained by a restarted relay to a local receiver (about 128 sends in flight in all)."),
+    );
     let mut with_stored = Value::Null;
     for hooks in [1, 10, 100] {
         let row = webhook_row(args, dir, &format!("fanout-{hooks}.db"), hooks, epoch, &seq, &http).await;
