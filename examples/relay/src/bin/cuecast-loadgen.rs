@@ -318,7 +318,8 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
     });
     let rows = Arc::new(Rows::new(epoch, &seq));
     let raw_secs = (args.ingest_secs as f64 / 2.0).max(1.0);
-    let sqlite_ref = raw_sqlite(dir, &rows, &seq, args.clients * BATCH, raw_secs);
+    let sqlite_ref = raw_sqlite(dir, &rows, &seq, args.clients * BATCH, raw_secs, false);
+    let sqlite_delivery_ref = raw_sqlite(dir, &rows, &seq, args.clients * BATCH, raw_secs, true);
     let postgres_ref = raw_postgres(&args.postgres, &rows, &seq, raw_secs).await;
 
     // 2. Delivery throughput: build a backlog, then drain it.
@@ -489,12 +490,15 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         "reference": {
             "bare_server": bare,
             "raw_sqlite": sqlite_ref,
+            "raw_sqlite_one_delivery": sqlite_delivery_ref,
             "raw_postgres": postgres_ref,
             "ratio_cuecast_to_reference": {
                 "ingest_events_per_s_to_bare_server": ratio(&ingest["events_per_s"], &bare["events_per_s"]),
                 "ingest_ack_p50_to_bare_server": ratio(&ingest["ack_ms"]["p50"], &bare["ack_ms"]["p50"]),
                 "ingest_ack_p99_to_bare_server": ratio(&ingest["ack_ms"]["p99"], &bare["ack_ms"]["p99"]),
                 "ingest_events_per_s_to_raw_sqlite": ratio(&ingest["events_per_s"], &sqlite_ref["events_per_s"]),
+                "fanout_webhooks_1_ingest_events_per_s_to_raw_sqlite_one_delivery":
+                    ratio(&fanout["webhooks_1"]["ingest_events_per_s"], &sqlite_delivery_ref["events_per_s"]),
                 "sqlite_1_process_ingest_events_per_s_to_raw_sqlite":
                     ratio(&scale["sqlite_1"]["ingest_events_per_s"], &sqlite_ref["events_per_s"]),
                 "postgres_1_ingest_events_per_s_to_raw_postgres":
@@ -938,17 +942,24 @@ fn sqlite_file(path: &std::path::Path, synchronous: &str) -> rusqlite::Connectio
 /// Raw SQLite: the relay's event rows inserted by one thread in WAL mode with
 /// `synchronous = FULL`, `per_tx` rows per transaction (what the relay's group
 /// commit reaches at best: every client's batch in one commit).
-fn raw_sqlite(dir: &std::path::Path, rows: &Rows, seq: &AtomicU64, per_tx: usize, secs: f64) -> Value {
-    let conn = sqlite_file(&dir.join("raw.db"), "FULL");
+/// With `delivery`, each event also gets one delivery row (the reference for
+/// `fanout.webhooks_1`).
+fn raw_sqlite(dir: &std::path::Path, rows: &Rows, seq: &AtomicU64, per_tx: usize, secs: f64, delivery: bool) -> Value {
+    let conn = sqlite_file(&dir.join(format!("raw-{delivery}.db")), "FULL");
     let started = Instant::now();
     let mut events = 0;
     while started.elapsed().as_secs_f64() < secs {
-        sqlite_tx(&conn, rows, seq, per_tx, false);
+        sqlite_tx(&conn, rows, seq, per_tx, delivery);
         events += per_tx;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let what = if delivery {
+        "as `raw_sqlite`, and one delivery row per event (the deliveries table and its three indexes)"
+    } else {
+        "the relay's event rows (same table, indexes, pragmas and INSERT) from one thread, no HTTP, no JSON"
+    };
     json!({
-        "what": "the relay's event rows (same table, indexes, pragmas and INSERT) from one thread, no HTTP, no JSON",
+        "what": what,
         "rows_per_transaction": per_tx,
         "seconds": round2(seconds),
         "events": events,
