@@ -448,7 +448,7 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
     let mut fanout = serde_json::Map::new();
     fanout.insert(
         "what".into(),
-        json!("N webhooks match every event. Ingest: clients post for half the ingest time while the webhooks are rate-limited to 1/h (nothing sent), so each event costs one event row and N delivery rows. Deliveries: a backlog of about `--deliveries` built behind that limit, drained by a restarted relay to a local receiver (about 128 sends in flight in all)."),
+        json!("N webhooks match every event. Ingest: clients post for half the ingest time while the webhooks are rate-limited to 1/h (nothing sent), so each event costs one event row and N delivery rows. Deliveries: a backlog of about `--deliveries` built behind that limit, drained by a restarted relay to a local receiver (128 sends in flight in all, at least 2 per webhook)."),
     );
     let mut with_stored = Value::Null;
     for hooks in [1, 10, 100] {
@@ -1032,7 +1032,7 @@ async fn raw_postgres(server: &str, rows: &Arc<Rows>, seq: &Arc<AtomicU64>, secs
 // ---- 7. fan-out and stored events ----
 
 fn hooks_toml(sink: SocketAddr, hooks: usize, limit: &str) -> String {
-    // About 128 sends in flight in all, as in the single-webhook drain.
+    // 128 sends in flight in all, as in the single-webhook drain (at least 2 per webhook).
     let concurrency = (128 / hooks).max(2);
     (0..hooks)
         .map(|i| {
