@@ -129,6 +129,22 @@ if (sdk) {
   ]), "");
 }
 
+/**
+ * A section whose entries are rows of the same figures (`fanout.webhooks_1`,
+ * `webhooks_10`, …; `scale.sqlite_1`, `postgres_1`, …) as one table with a
+ * column per row; entries that are strings (a skipped row) become notes under it.
+ */
+function sideBySide(value) {
+  const rows = Object.entries(value).filter(([, v]) => v && typeof v === "object" && !Array.isArray(v));
+  const notes = Object.entries(value).filter(([, v]) => typeof v === "string");
+  if (rows.length < 2 || rows.length + notes.length !== Object.keys(value).length) return null;
+  const flats = rows.map(([, v]) => new Map(flat(v)));
+  const keys = [...flats[0].keys()];
+  if (flats.some((f) => f.size !== keys.length || keys.some((k) => !f.has(k)))) return null;
+  const body = table(["figure", ...rows.map(([k]) => `\`${k}\``)], keys.map((k) => [k, ...flats.map((f) => f.get(k))]));
+  return [body, ...notes.map(([k, v]) => `\n\`${k}\`: ${v}`)].join("\n");
+}
+
 if (relay) {
   out.push("## Relay", "");
   out.push("`cuecast-loadgen` (Rust, same machine): the relay and a receiver on loopback, every figure from one run. Each section below is rendered from `target/bench/relay.json` as it is.", "");
@@ -137,7 +153,7 @@ if (relay) {
   if (scalars.length) out.push(scalars.map(([k, v]) => `\`${k}\`: ${num(v, 2)}`).join(", ") + ".", "");
   for (const [section, value] of sections) {
     if (value && typeof value === "object" && !Array.isArray(value)) {
-      out.push(`### \`${section}\``, "", table(["figure", "value"], flat(value)), "");
+      out.push(`### \`${section}\``, "", sideBySide(value) ?? table(["figure", "value"], flat(value)), "");
     }
   }
 }

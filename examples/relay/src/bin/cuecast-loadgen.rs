@@ -22,6 +22,15 @@
 //!    (`/proc/PID/stat`), and the throughput per busy core and per core used
 //!    by relays and database.
 //!
+//! 6. `reference`: the physical references, right after `ingest`: a bare
+//!    hyper server answering 202 to the same requests from the same clients
+//!    (nothing parsed or stored), and raw SQLite and PostgreSQL inserts of
+//!    the same rows into the relay's own schema; with cuecast / reference
+//!    ratios.
+//! 7. `fanout` and `stored`: ingest events/s, ack latency and deliveries/s
+//!    with 1, 10 and 100 webhooks matching every event, and with one webhook
+//!    on a file already holding `--stored` events (10⁶).
+//!
 //! `--quick` runs tiny versions of all of them (a smoke test).
 
 use std::net::SocketAddr;
@@ -64,6 +73,9 @@ struct Args {
     /// Leave out the scale rows.
     #[arg(long)]
     no_scale: bool,
+    /// Events already in the file for the `stored` row.
+    #[arg(long, default_value_t = 1_000_000)]
+    stored: usize,
 }
 
 const BATCH: usize = 20;
@@ -81,6 +93,7 @@ fn main() {
             dir: args.dir,
             postgres: args.postgres,
             no_scale: args.no_scale,
+            stored: 10_000,
         };
     }
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -102,6 +115,35 @@ struct RelayProc {
 impl RelayProc {
     fn start(toml: String) -> RelayProc {
         let config = Config::parse(&toml, &|_| None).unwrap_or_else(|e| panic!("{e:?}"));
+        RelayProc::on_own_runtime(move |listener, stop| async move {
+            cuecast_relay::run(config, listener, stop).await.expect("relay runs")
+        })
+    }
+
+    /// The physical reference for ingest: hyper (through axum's router, one
+    /// route) reads each `POST /v1/batch` body and answers 202 with an ack of
+    /// the relay's shape, without parsing or storing anything.
+    fn bare() -> RelayProc {
+        RelayProc::on_own_runtime(|listener, stop| async move {
+            let app = axum::Router::new()
+                .route(
+                    "/v1/batch",
+                    axum::routing::post(|_body: Bytes| async {
+                        (axum::http::StatusCode::ACCEPTED, axum::Json(json!({"accepted": BATCH, "duplicates": 0})))
+                    }),
+                )
+                .route("/readyz", axum::routing::get(|| async { "ok" }));
+            axum::serve(listener, app).with_graceful_shutdown(stop).await.expect("bare server runs")
+        })
+    }
+
+    fn on_own_runtime<F, Fut>(serve: F) -> RelayProc
+    where
+        F: FnOnce(tokio::net::TcpListener, std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut
+            + Send
+            + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", std_listener.local_addr().unwrap());
@@ -110,11 +152,13 @@ impl RelayProc {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                cuecast_relay::run(config, listener, async move {
-                    let _ = rx.await;
-                })
+                serve(
+                    listener,
+                    Box::pin(async move {
+                        let _ = rx.await;
+                    }),
+                )
                 .await
-                .expect("relay runs");
             });
         });
         RelayProc { url, stop: Some(tx), thread: Some(thread) }
@@ -240,38 +284,8 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
     // 1. Sustained ingest, no webhooks.
     let relay = RelayProc::start(config(dir, "ingest.db", ""));
     relay.wait_ready().await;
-    let url = format!("{}/v1/batch", relay.url);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.ingest_secs);
-    let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let (http, url, seq) = (http.clone(), url.clone(), seq.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut acks = Vec::new();
-            let mut errors = 0u64;
-            while Instant::now() < deadline {
-                let body = batch_body(epoch, &seq);
-                let t = Instant::now();
-                match http.post(&url).header("content-type", "text/plain").body(body).send().await {
-                    Ok(r) if r.status() == 202 => {
-                        let _ = r.bytes().await;
-                        acks.push(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    _ => errors += 1,
-                }
-            }
-            (acks, errors)
-        }));
-    }
-    let mut acks = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (a, e) = t.await.unwrap();
-        acks.extend(a);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let batches = acks.len();
+    let load =
+        post_for(&http, &[format!("{}/v1/batch", relay.url)], args.clients, args.ingest_secs as f64, epoch, &seq).await;
     relay.stop();
     // Every acknowledged event must be in the file: count them.
     let stored: i64 = rusqlite::Connection::open(dir.join("ingest.db"))
@@ -281,13 +295,32 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         "stored_events": stored,
         "batch_size": BATCH,
         "clients": args.clients,
-        "seconds": (elapsed * 100.0).round() / 100.0,
-        "batches": batches,
-        "events": batches * BATCH,
-        "events_per_s": ((batches * BATCH) as f64 / elapsed).round(),
-        "errors": errors,
-        "ack_ms": summary(acks),
+        "seconds": round2(load.seconds),
+        "batches": load.acks_ms.len(),
+        "events": load.events(),
+        "events_per_s": load.events_per_s(),
+        "errors": load.errors,
+        "ack_ms": summary(load.acks_ms),
     });
+
+    // 1b. The physical references, right after, with the same client and bodies.
+    let bare = RelayProc::bare();
+    bare.wait_ready().await;
+    let load =
+        post_for(&http, &[format!("{}/v1/batch", bare.url)], args.clients, args.ingest_secs as f64, epoch, &seq).await;
+    bare.stop();
+    let bare = json!({
+        "what": "hyper (axum, one route) reading each POST /v1/batch body and answering 202, nothing parsed or stored; same client, bodies and concurrency as `ingest`",
+        "seconds": round2(load.seconds),
+        "events_per_s": load.events_per_s(),
+        "errors": load.errors,
+        "ack_ms": summary(load.acks_ms),
+    });
+    let rows = Arc::new(Rows::new(epoch, &seq));
+    let raw_secs = (args.ingest_secs as f64 / 2.0).max(1.0);
+    let sqlite_ref = raw_sqlite(dir, &rows, &seq, args.clients * BATCH, raw_secs, false);
+    let sqlite_delivery_ref = raw_sqlite(dir, &rows, &seq, args.clients * BATCH, raw_secs, true);
+    let postgres_ref = raw_postgres(&args.postgres, &rows, &seq, raw_secs).await;
 
     // 2. Delivery throughput: build a backlog, then drain it.
     let drain_sink = sink(epoch, false).await;
@@ -301,20 +334,7 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
     relay.wait_ready().await;
     let url = format!("{}/v1/batch", relay.url);
     let batches = args.deliveries.div_ceil(BATCH);
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let (http, url, seq, next) = (http.clone(), url.clone(), seq.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < batches as u64 {
-                let r = http.post(&url).body(batch_body(epoch, &seq)).send().await.unwrap();
-                assert_eq!(r.status(), 202);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    post_batches(&http, &url, args.clients, batches, epoch, &seq).await;
     relay.stop();
     let backlog = (batches * BATCH) as u64;
     let already = drain_sink.count.load(Ordering::Relaxed);
@@ -353,27 +373,10 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         ),
     ));
     relay.wait_ready().await;
-    let url = format!("{}/v1/batch", relay.url);
     let secs = (args.ingest_secs / 2).max(1);
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let (http, url, seq) = (http.clone(), url.clone(), seq.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut acked = 0usize;
-            while Instant::now() < deadline {
-                if matches!(http.post(&url).body(batch_body(epoch, &seq)).send().await, Ok(r) if r.status() == 202) {
-                    acked += BATCH;
-                }
-            }
-            acked
-        }));
-    }
-    let mut acked = 0;
-    for t in tasks {
-        acked += t.await.unwrap();
-    }
+    let load = post_for(&http, &[format!("{}/v1/batch", relay.url)], args.clients, secs as f64, epoch, &seq).await;
+    let acked = load.events();
     let ingest_s = started.elapsed().as_secs_f64();
     let delivered_meanwhile = both_sink.count.load(Ordering::Relaxed);
     let wait_until = Instant::now() + Duration::from_secs(300);
@@ -438,6 +441,41 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         "ack_ms": summary(ack_ms),
     });
     let scale = if args.no_scale { Value::Null } else { scale(args, dir, epoch, &seq, &http).await };
+
+    // 7. How cost grows: webhooks per event, and events already stored. The
+    //    stored row runs right after the one-webhook row it is compared with.
+    let prefill_s = prefill(&dir.join("stored.db"), &rows, &seq, args.stored);
+    let mut fanout = serde_json::Map::new();
+    fanout.insert(
+        "what".into(),
+        json!("N webhooks match every event. Ingest: clients post for half the ingest time while the webhooks are rate-limited to 1/h (nothing sent), so each event costs one event row and N delivery rows. Deliveries: a backlog of about `--deliveries` built behind that limit, drained by a restarted relay to a local receiver (128 sends in flight in all, at least 2 per webhook)."),
+    );
+    let mut with_stored = Value::Null;
+    for hooks in [1, 10, 100] {
+        let row = webhook_row(args, dir, &format!("fanout-{hooks}.db"), hooks, epoch, &seq, &http).await;
+        fanout.insert(format!("webhooks_{hooks}"), row);
+        if hooks == 1 {
+            with_stored = webhook_row(args, dir, "stored.db", 1, epoch, &seq, &http).await;
+        }
+    }
+    let empty = &fanout["webhooks_1"];
+    let ack = with_stored["ack_ms"].take();
+    let stored = json!({
+        "what": "`fanout.webhooks_1` again, on a file that already holds the stored events (each with one delivered delivery)",
+        "stored_events": args.stored,
+        "prefill_seconds": prefill_s,
+        "ingest_events_per_s": with_stored["ingest_events_per_s"],
+        "ack_ms": ack,
+        "deliveries_per_s": with_stored["deliveries_per_s"],
+        "delivered": with_stored["delivered"],
+        "backlog": with_stored["backlog"],
+        "ingest_errors": with_stored["ingest_errors"],
+        "ratio_to_empty_file": {
+            "ingest_events_per_s": ratio(&with_stored["ingest_events_per_s"], &empty["ingest_events_per_s"]),
+            "ack_p99": ratio(&ack["p99"], &empty["ack_ms"]["p99"]),
+            "deliveries_per_s": ratio(&with_stored["deliveries_per_s"], &empty["deliveries_per_s"]),
+        },
+    });
     let p99 = summary(latencies)["p99"].as_f64().unwrap_or(f64::NAN);
     let ingest_rate = ingest["events_per_s"].as_f64().unwrap_or(0.0);
     let delivery_rate = delivery["deliveries_per_s"].as_f64().unwrap_or(0.0);
@@ -449,6 +487,26 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         "pipeline": pipeline,
         "latency": latency,
         "scale": scale,
+        "reference": {
+            "bare_server": bare,
+            "raw_sqlite": sqlite_ref,
+            "raw_sqlite_one_delivery": sqlite_delivery_ref,
+            "raw_postgres": postgres_ref,
+            "ratio_cuecast_to_reference": {
+                "ingest_events_per_s_to_bare_server": ratio(&ingest["events_per_s"], &bare["events_per_s"]),
+                "ingest_ack_p50_to_bare_server": ratio(&ingest["ack_ms"]["p50"], &bare["ack_ms"]["p50"]),
+                "ingest_ack_p99_to_bare_server": ratio(&ingest["ack_ms"]["p99"], &bare["ack_ms"]["p99"]),
+                "ingest_events_per_s_to_raw_sqlite": ratio(&ingest["events_per_s"], &sqlite_ref["events_per_s"]),
+                "fanout_webhooks_1_ingest_events_per_s_to_raw_sqlite_one_delivery":
+                    ratio(&fanout["webhooks_1"]["ingest_events_per_s"], &sqlite_delivery_ref["events_per_s"]),
+                "sqlite_1_process_ingest_events_per_s_to_raw_sqlite":
+                    ratio(&scale["sqlite_1"]["ingest_events_per_s"], &sqlite_ref["events_per_s"]),
+                "postgres_1_ingest_events_per_s_to_raw_postgres":
+                    ratio(&scale["postgres_1"]["ingest_events_per_s"], &postgres_ref["events_per_s"]),
+            },
+        },
+        "fanout": fanout,
+        "stored": stored,
         "targets": {
             "ingest_events_per_s": {"target": 50000, "measured": ingest_rate, "met": ingest_rate >= 50000.0},
             "deliveries_per_s": {"target": 10000, "measured": delivery_rate, "met": delivery_rate >= 10000.0},
@@ -607,41 +665,15 @@ async fn scale_row(
     let urls: Vec<String> = procs.iter().map(|p| format!("{}/v1/batch", p.url)).collect();
     let cpu = cpu_jiffies();
     let relay_cpu = relays_jiffies(&procs);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.ingest_secs);
-    let mut tasks = Vec::new();
-    for c in 0..args.clients {
-        let (http, url, seq) = (http.clone(), urls[c % urls.len()].clone(), seq.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut acks, mut errors) = (Vec::new(), 0u64);
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                match http.post(&url).body(batch_body(epoch, &seq)).send().await {
-                    Ok(r) if r.status() == 202 => {
-                        let _ = r.bytes().await;
-                        acks.push(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    _ => errors += 1,
-                }
-            }
-            (acks, errors)
-        }));
-    }
-    let (mut acks, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (a, e) = t.await.unwrap();
-        acks.extend(a);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let load = post_for(http, &urls, args.clients, args.ingest_secs as f64, epoch, seq).await;
+    let elapsed = load.seconds;
     let ingest_cores = busy_cores(cpu, cpu_jiffies());
     let ingest_relay_cores = relay_cores(relay_cpu, relays_jiffies(&procs), elapsed);
     let ingest_db_cores = relay_cores(0, backends_jiffies(pg_db).await, elapsed);
     for p in procs {
         p.stop();
     }
-    let events = acks.len() * BATCH;
-    let ingest_rate = (events as f64 / elapsed).round();
+    let ingest_rate = load.events_per_s();
 
     // Drain: a backlog built behind a 1/h limit by one relay, then sent by `relays` relays.
     let drain = sink(epoch, false).await;
@@ -654,20 +686,7 @@ async fn scale_row(
     let filling = Proc::start(&write("limited.toml", &hook("rate_limit = \"1/h\"")));
     filling.wait_ready().await;
     let batches = args.deliveries.div_ceil(BATCH);
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..args.clients {
-        let (http, url, seq, next) = (http.clone(), format!("{}/v1/batch", filling.url), seq.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::Relaxed) < batches as u64 {
-                let r = http.post(&url).body(batch_body(epoch, &seq)).send().await.unwrap();
-                assert_eq!(r.status(), 202);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    post_batches(http, &format!("{}/v1/batch", filling.url), args.clients, batches, epoch, seq).await;
     filling.stop();
     let backlog = (batches * BATCH) as u64 - drain.count.load(Ordering::Relaxed);
     let already = drain.count.load(Ordering::Relaxed);
@@ -698,8 +717,8 @@ async fn scale_row(
     json!({
         "relays": relays,
         "ingest_events_per_s": ingest_rate,
-        "ingest_errors": errors,
-        "ack_ms": summary(acks),
+        "ingest_errors": load.errors,
+        "ack_ms": summary(load.acks_ms),
         "ingest_busy_cores": ingest_cores,
         "ingest_relay_cores": ingest_relay_cores,
         "ingest_db_cores": ingest_db_cores,
@@ -755,4 +774,343 @@ async fn scale(
         let _ = pg_admin(&args.postgres, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
     }
     Value::Object(rows)
+}
+
+// ---- shared load loops ----
+
+/// What `clients` concurrent clients got from posting batches to `urls` for `secs`.
+struct Load {
+    acks_ms: Vec<f64>,
+    errors: u64,
+    seconds: f64,
+}
+
+impl Load {
+    fn events(&self) -> usize {
+        self.acks_ms.len() * BATCH
+    }
+
+    fn events_per_s(&self) -> f64 {
+        (self.events() as f64 / self.seconds).round()
+    }
+}
+
+/// Clients post batches back to back (spread over `urls`) until `secs` have passed.
+async fn post_for(
+    http: &reqwest::Client,
+    urls: &[String],
+    clients: usize,
+    secs: f64,
+    epoch: Instant,
+    seq: &Arc<AtomicU64>,
+) -> Load {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (http, url, seq) = (http.clone(), urls[c % urls.len()].clone(), seq.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut acks, mut errors) = (Vec::new(), 0u64);
+            while Instant::now() < deadline {
+                let body = batch_body(epoch, &seq);
+                let t = Instant::now();
+                match http.post(&url).header("content-type", "text/plain").body(body).send().await {
+                    Ok(r) if r.status() == 202 => {
+                        let _ = r.bytes().await;
+                        acks.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (acks, errors)
+        }));
+    }
+    let (mut acks_ms, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (a, e) = t.await.unwrap();
+        acks_ms.extend(a);
+        errors += e;
+    }
+    Load { acks_ms, errors, seconds: started.elapsed().as_secs_f64() }
+}
+
+/// Clients post exactly `batches` batches to `url` (each must be acknowledged).
+async fn post_batches(
+    http: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    batches: usize,
+    epoch: Instant,
+    seq: &Arc<AtomicU64>,
+) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, url, seq, next) = (http.clone(), url.to_string(), seq.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < batches as u64 {
+                let r = http.post(&url).body(batch_body(epoch, &seq)).send().await.unwrap();
+                assert_eq!(r.status(), 202);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// `a / b` to two decimals, or null when either is missing.
+fn ratio(a: &Value, b: &Value) -> Value {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) if b > 0.0 && a.is_finite() => json!(round2(a / b)),
+        _ => Value::Null,
+    }
+}
+
+// ---- 6. physical references: the same requests and rows without the relay ----
+
+/// One event as the relay stores it (`events.body`: the wire event re-serialised
+/// after validation), with a fresh id per row taken from the shared counter.
+struct Rows {
+    template: String,
+    template_id: String,
+    name: String,
+}
+
+impl Rows {
+    fn new(epoch: Instant, seq: &AtomicU64) -> Rows {
+        let batch = cuecast::wire::decode_batch(&batch_body(epoch, seq)).expect("the load generator's batch is valid");
+        let event = &batch.events[0];
+        Rows {
+            template: serde_json::to_value(event).unwrap().to_string(),
+            template_id: event.id.clone(),
+            name: event.event.clone(),
+        }
+    }
+
+    /// (id, body) of the next row.
+    fn next(&self, seq: &AtomicU64) -> (String, String) {
+        let id = format!("019aea5c-0000-7000-8000-{:012}", seq.fetch_add(1, Ordering::Relaxed));
+        let body = self.template.replace(&self.template_id, &id);
+        (id, body)
+    }
+}
+
+/// Inserts `n` events in one transaction, with the relay's statement; with
+/// `delivered`, each also gets a delivered delivery row for webhook `bench-0`
+/// (what a relay leaves behind once it has delivered an event).
+fn sqlite_tx(conn: &rusqlite::Connection, rows: &Rows, seq: &AtomicU64, n: usize, delivered: bool) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    {
+        let mut event = conn
+            .prepare_cached(
+                "INSERT INTO events (id, name, write_key, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+            )
+            .unwrap();
+        let mut delivery = conn
+            .prepare_cached(
+                "INSERT INTO deliveries (event_id, webhook_id, msg_id, status, attempts, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, 'bench-0', ?2, 'delivered', 1, NULL, ?3, ?3)",
+            )
+            .unwrap();
+        for _ in 0..n {
+            let (id, body) = rows.next(seq);
+            event.execute(rusqlite::params![id, rows.name, "pk_bench", now, body]).unwrap();
+            if delivered {
+                delivery.execute(rusqlite::params![id, format!("msg_{}", uuid::Uuid::new_v4().simple()), now]).unwrap();
+            }
+        }
+    }
+    conn.execute_batch("COMMIT").unwrap();
+}
+
+/// A SQLite file with the relay's schema (its own migrations) and its pragmas.
+fn sqlite_file(path: &std::path::Path, synchronous: &str) -> rusqlite::Connection {
+    cuecast_relay::storage::sqlite::migrate_file(path, cuecast_relay::storage::SCHEMA_VERSION).expect("migrations");
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", synchronous).unwrap();
+    conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+    conn
+}
+
+/// Raw SQLite: the relay's event rows inserted by one thread in WAL mode with
+/// `synchronous = FULL`, `per_tx` rows per transaction (what the relay's group
+/// commit reaches at best: every client's batch in one commit).
+/// With `delivery`, each event also gets one delivery row (the reference for
+/// `fanout.webhooks_1`).
+fn raw_sqlite(dir: &std::path::Path, rows: &Rows, seq: &AtomicU64, per_tx: usize, secs: f64, delivery: bool) -> Value {
+    let conn = sqlite_file(&dir.join(format!("raw-{delivery}.db")), "FULL");
+    let started = Instant::now();
+    let mut events = 0;
+    while started.elapsed().as_secs_f64() < secs {
+        sqlite_tx(&conn, rows, seq, per_tx, delivery);
+        events += per_tx;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let what = if delivery {
+        "as `raw_sqlite`, and one delivery row per event (the deliveries table and its three indexes)"
+    } else {
+        "the relay's event rows (same table, indexes, pragmas and INSERT) from one thread, no HTTP, no JSON"
+    };
+    json!({
+        "what": what,
+        "rows_per_transaction": per_tx,
+        "seconds": round2(seconds),
+        "events": events,
+        "events_per_s": (events as f64 / seconds).round(),
+    })
+}
+
+/// Raw PostgreSQL: the relay's event rows, 20 per `INSERT … SELECT FROM
+/// UNNEST` statement (one commit each, as the relay does per batch) from 16
+/// connections (the relay's pool size), into a database migrated by the relay.
+async fn raw_postgres(server: &str, rows: &Arc<Rows>, seq: &Arc<AtomicU64>, secs: f64) -> Value {
+    let name = format!("cuecast_ref_{}", std::process::id());
+    if let Err(e) = pg_admin(server, &format!("CREATE DATABASE {name}")).await {
+        return json!(format!("skipped: PostgreSQL at {server} unreachable: {e}"));
+    }
+    let url = format!("{server}/{name}");
+    let result = async {
+        cuecast_relay::storage::migrate(&cuecast_relay::config::Storage::Postgres(url.clone()), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (client, connection) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let (rows, seq) = (rows.clone(), seq.clone());
+            tasks.push(tokio::spawn(async move {
+                let stmt = client
+                    .prepare(
+                        "INSERT INTO events (id, name, write_key, received_at, body)
+                         SELECT id, name, write_key, $5::bigint, body
+                         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS t(id, name, write_key, body)
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .await
+                    .unwrap();
+                let mut events = 0u64;
+                while Instant::now() < deadline {
+                    let (ids, bodies): (Vec<String>, Vec<String>) = (0..BATCH).map(|_| rows.next(&seq)).unzip();
+                    let names = vec![rows.name.as_str(); BATCH];
+                    let keys = vec!["pk_bench"; BATCH];
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+                        as i64;
+                    events += client.execute(&stmt, &[&ids, &names, &keys, &bodies, &now]).await.unwrap();
+                }
+                events
+            }));
+        }
+        let mut events = 0;
+        for t in tasks {
+            events += t.await.map_err(|e| e.to_string())?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        Ok::<_, String>(json!({
+            "what": "the relay's event rows, 20 per multi-row INSERT (UNNEST, one commit each) from 16 connections, no HTTP, no JSON",
+            "connections": 16,
+            "rows_per_statement": BATCH,
+            "seconds": round2(seconds),
+            "events": events,
+            "events_per_s": (events as f64 / seconds).round(),
+        }))
+    }
+    .await;
+    let _ = pg_admin(server, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+    result.unwrap_or_else(|e| json!(format!("failed: {e}")))
+}
+
+// ---- 7. fan-out and stored events ----
+
+fn hooks_toml(sink: SocketAddr, hooks: usize, limit: &str) -> String {
+    // 128 sends in flight in all, as in the single-webhook drain (at least 2 per webhook).
+    let concurrency = (128 / hooks).max(2);
+    (0..hooks)
+        .map(|i| {
+            format!(
+                "[[webhook]]\nid = \"bench-{i}\"\nevents = [\"*\"]\nurl = \"http://{sink}/hook/{i}\"\nconcurrency = {concurrency}\n{limit}\n"
+            )
+        })
+        .collect()
+}
+
+/// With `hooks` webhooks matching every event, on the SQLite file `db` (fresh
+/// or pre-filled): deliveries/s (a backlog of about `args.deliveries` built
+/// behind a `1/h` limit, then drained by a restarted relay), then ingest
+/// events/s and ack latency for half the ingest time with the webhooks
+/// rate-limited again, so that ingest (one event row and `hooks` delivery rows
+/// per event) is measured alone.
+async fn webhook_row(
+    args: &Args,
+    dir: &std::path::Path,
+    db: &str,
+    hooks: usize,
+    epoch: Instant,
+    seq: &Arc<AtomicU64>,
+    http: &reqwest::Client,
+) -> Value {
+    let drain = sink(epoch, false).await;
+    let limited = hooks_toml(drain.addr, hooks, "rate_limit = \"1/h\"");
+    let relay = RelayProc::start(config(dir, db, &limited));
+    relay.wait_ready().await;
+    let batches = args.deliveries.div_ceil(hooks * BATCH);
+    post_batches(http, &format!("{}/v1/batch", relay.url), args.clients, batches, epoch, seq).await;
+    relay.stop();
+    let already = drain.count.load(Ordering::Relaxed);
+    let backlog = (batches * BATCH * hooks) as u64 - already;
+    *drain.first_last.lock().unwrap() = (None, None);
+    let relay = RelayProc::start(config(dir, db, &hooks_toml(drain.addr, hooks, "")));
+    let wait_until = Instant::now() + Duration::from_secs(300);
+    while drain.count.load(Ordering::Relaxed) - already < backlog && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.stop();
+    let drained = drain.count.load(Ordering::Relaxed) - already;
+    let (first, last) = *drain.first_last.lock().unwrap();
+    let span = match (first, last) {
+        (Some(f), Some(l)) if l > f => (l - f).as_secs_f64(),
+        _ => f64::NAN,
+    };
+
+    let relay = RelayProc::start(config(dir, db, &limited));
+    relay.wait_ready().await;
+    let load =
+        post_for(http, &[format!("{}/v1/batch", relay.url)], args.clients, args.ingest_secs as f64 / 2.0, epoch, seq)
+            .await;
+    relay.stop();
+    json!({
+        "webhooks": hooks,
+        "ingest_events_per_s": load.events_per_s(),
+        "ingest_delivery_rows_per_s": (load.events_per_s() * hooks as f64).round(),
+        "ingest_errors": load.errors,
+        "ack_ms": summary(load.acks_ms),
+        "backlog": backlog,
+        "delivered": drained,
+        "concurrency_per_webhook": (128 / hooks).max(2),
+        "deliveries_per_s": (drained as f64 / span).round(),
+    })
+}
+
+/// A SQLite file holding `n` events, each with one delivered delivery, in the
+/// relay's schema: written directly (50,000 rows per transaction,
+/// `synchronous = OFF`: only the result matters, not how it got there).
+fn prefill(path: &std::path::Path, rows: &Rows, seq: &AtomicU64, n: usize) -> f64 {
+    let started = Instant::now();
+    let conn = sqlite_file(path, "OFF");
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(50_000);
+        sqlite_tx(&conn, rows, seq, chunk, true);
+        left -= chunk;
+    }
+    round2(started.elapsed().as_secs_f64())
 }
