@@ -153,7 +153,10 @@ pub fn decode_batch(body: &[u8]) -> Result<Batch, Error> {
                     return Err(Error::UnsupportedVersion(v));
                 }
             }
-            if !e.is_data() {
+            // Decided by parsing, not by the error's category: serde_json calls
+            // a struct sent as a too-long array "trailing characters", a syntax
+            // error, though the body is valid JSON with a field to name.
+            if !e.is_data() && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
                 return Err(Error::Malformed { field: String::new(), reason: format!("body is not valid JSON: {e}") });
             }
             // Re-decode only on this (rare) path to learn where the shape broke.
