@@ -242,9 +242,13 @@ async fn open_storage(rc: Rc<RefCell<Inner>>, scope: String) {
         hold_page_lock(&rc).await;
         adopt_orphans(&rc).await;
     }
+    become_ready(rc);
+}
+
+/// Sending may start (or resume): wakes a flush() that waited for it.
+fn become_ready(rc: Rc<RefCell<Inner>>) {
     let mut inner = rc.borrow_mut();
     inner.ready = true;
-    // A flush() called meanwhile waits for this.
     inner.answered();
     drop(inner);
     start_sending(rc);
@@ -356,24 +360,18 @@ fn on_freeze(weak: &Weak<RefCell<Inner>>) {
 /// Back from the back/forward cache: take the lock again and let go of the
 /// events another page took over while this one was frozen.
 async fn on_thaw(rc: Rc<RefCell<Inner>>) {
-    if rc.borrow().locks.is_none() || !rc.borrow().shelf.shared() {
-        rc.borrow_mut().ready = true;
-        start_sending(rc);
-        return;
+    let shared = rc.borrow().locks.is_some() && rc.borrow().shelf.shared();
+    if shared {
+        hold_page_lock(&rc).await;
+        let (shelf, me) = {
+            let inner = rc.borrow();
+            (inner.shelf.clone(), inner.page.clone())
+        };
+        let ours: Vec<String> = shelf.records_of(&me).await.into_iter().map(|r| r.id).collect();
+        rc.borrow_mut().tracker.outbox.keep_only(&ours);
+        adopt_orphans(&rc).await;
     }
-    hold_page_lock(&rc).await;
-    let (shelf, me) = {
-        let inner = rc.borrow();
-        (inner.shelf.clone(), inner.page.clone())
-    };
-    let ours: Vec<String> = shelf.records_of(&me).await.into_iter().map(|r| r.id).collect();
-    rc.borrow_mut().tracker.outbox.keep_only(&ours);
-    adopt_orphans(&rc).await;
-    let mut inner = rc.borrow_mut();
-    inner.ready = true;
-    inner.answered(); // a flush() called while frozen goes on now
-    drop(inner);
-    start_sending(rc);
+    become_ready(rc);
 }
 
 /// Another tab stored a new identity (opt-out, login, logout): adopt it.
@@ -657,9 +655,7 @@ fn on_hide(weak: &Weak<RefCell<Inner>>) {
     let Some(rc) = weak.upgrade() else { return };
     let Ok(mut inner) = rc.try_borrow_mut() else { return };
     if !inner.online() {
-        inner.save_now();
-        let records = inner.tracker.outbox.snapshot();
-        inner.shelf.rescue(records);
+        inner.save_and_copy();
         return;
     }
     let budget = KEEPALIVE_BUDGET.saturating_sub(inner.keepalive_bytes);
@@ -670,9 +666,7 @@ fn on_hide(weak: &Weak<RefCell<Inner>>) {
     // Stored as in flight first: the next page waits out the lease instead of
     // racing these. The synchronous copy covers IndexedDB writes the closing
     // page may not live to commit.
-    inner.save_now();
-    let records = inner.tracker.outbox.snapshot();
-    inner.shelf.rescue(records);
+    inner.save_and_copy();
     let bytes: usize = batches.iter().map(|b| b.body.len()).sum();
     if !transport::keepalive_supported() {
         // No keepalive fetch (older Firefox): sendBeacon survives the page
@@ -812,6 +806,14 @@ impl Inner {
                 inner.save_now();
             };
         });
+    }
+
+    /// The page may be closing: writes what is gathered now and copies every
+    /// pending event synchronously to `localStorage` (see `persist`).
+    fn save_and_copy(&mut self) {
+        self.save_now();
+        let records = self.tracker.outbox.snapshot();
+        self.shelf.rescue(records);
     }
 
     /// Every change not yet written, oldest first.

@@ -32,6 +32,11 @@ use crate::outbox::{Change, Record};
 const DB_NAME: &str = "cuecast";
 const STORE: &str = "events";
 
+enum Read {
+    Keys,
+    Values,
+}
+
 enum Backend {
     Idb(IdbDatabase),
     Local(Storage),
@@ -163,20 +168,7 @@ impl Shelf {
             Some(storage) => local_keys(storage, &self.prefix),
             None => Vec::new(),
         };
-        keys.extend(match &self.backend {
-            Backend::Memory | Backend::Local(_) => Vec::new(),
-            Backend::Idb(db) => {
-                let all = match (self.store(db), self.range("")) {
-                    (Some(store), Some(range)) => store.get_all_keys_with_key(&range).ok(),
-                    _ => None,
-                };
-                let keys = match all {
-                    Some(request) => done(&request).await.unwrap_or(JsValue::UNDEFINED),
-                    None => JsValue::UNDEFINED,
-                };
-                Array::from(&keys).iter().filter_map(|k| k.as_string()).collect()
-            }
-        });
+        keys.extend(self.idb_strings("", Read::Keys).await);
         let mut owners: Vec<String> = Vec::new();
         for key in &keys {
             let owner = key[self.prefix.len()..].split_once(':').map(|(owner, _)| owner);
@@ -197,20 +189,7 @@ impl Shelf {
             }
             None => Vec::new(),
         };
-        raw.extend(match &self.backend {
-            Backend::Memory | Backend::Local(_) => Vec::new(),
-            Backend::Idb(db) => {
-                let all = match (self.store(db), self.range(owner)) {
-                    (Some(store), Some(range)) => store.get_all_with_key(&range).ok(),
-                    _ => None,
-                };
-                let values = match all {
-                    Some(request) => done(&request).await.unwrap_or(JsValue::UNDEFINED),
-                    None => JsValue::UNDEFINED,
-                };
-                Array::from(&values).iter().filter_map(|v| v.as_string()).collect()
-            }
-        });
+        raw.extend(self.idb_strings(owner, Read::Values).await);
         // The browser's JSON.parse: a Rust parser would cost bundle bytes.
         let parsed = raw
             .iter()
@@ -228,6 +207,24 @@ impl Shelf {
             }
         }
         records
+    }
+
+    /// The keys or the values (stored as JSON strings) under `owner` (every
+    /// owner when empty) in IndexedDB; nothing for the other backends.
+    async fn idb_strings(&self, owner: &str, read: Read) -> Vec<String> {
+        let Backend::Idb(db) = &self.backend else { return Vec::new() };
+        let request = match (self.store(db), self.range(owner)) {
+            (Some(store), Some(range)) => match read {
+                Read::Keys => store.get_all_keys_with_key(&range).ok(),
+                Read::Values => store.get_all_with_key(&range).ok(),
+            },
+            _ => None,
+        };
+        let found = match request {
+            Some(request) => done(&request).await.unwrap_or(JsValue::UNDEFINED),
+            None => JsValue::UNDEFINED,
+        };
+        Array::from(&found).iter().filter_map(|v| v.as_string()).collect()
     }
 
     fn store(&self, db: &IdbDatabase) -> Option<IdbObjectStore> {
