@@ -723,6 +723,19 @@ fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {
     inner.answered();
 }
 
+/// Writes the gathered changes on the next turn of the microtask queue. If
+/// the client happens to be borrowed then, it tries again on the next one:
+/// giving up would leave `save_queued` set and stop every later write.
+fn save_soon(me: Weak<RefCell<Inner>>) {
+    spawn_local(async move {
+        let Some(rc) = me.upgrade() else { return };
+        let saved = rc.try_borrow_mut().map(|mut inner| inner.save_now()).is_ok();
+        if !saved {
+            save_soon(me);
+        }
+    });
+}
+
 /// Makes sure a wake-up is set for the outbox's next due time.
 fn reschedule(rc: &Rc<RefCell<Inner>>) {
     let wake = if rc.borrow().online() { rc.borrow().tracker.outbox.next_wakeup() } else { None };
@@ -798,14 +811,7 @@ impl Inner {
             return;
         }
         self.save_queued = true;
-        let me = self.me.clone();
-        spawn_local(async move {
-            let Some(rc) = me.upgrade() else { return };
-            // Not borrowed here: spawned futures never hold a borrow across an await.
-            if let Ok(mut inner) = rc.try_borrow_mut() {
-                inner.save_now();
-            };
-        });
+        save_soon(self.me.clone());
     }
 
     /// The page may be closing: writes what is gathered now and copies every
