@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use gloo_timers::callback::Timeout;
+use gloo_timers::callback::{Interval, Timeout};
 use js_sys::{Function, Promise, Reflect};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -36,6 +36,9 @@ use persist::{Locks, Shelf};
 
 /// Where the identity (anonymous id, user, session, opt-out) is kept.
 const IDENTITY_KEY: &str = "cuecast:v1:identity";
+/// How often a page looks again for events left by pages that are gone: a
+/// backstop for the lock waits, which only cover the pages seen at the last look.
+const ADOPT_EVERY_MS: u32 = 10_000;
 /// How long one request may take before it counts as a network error.
 const REQUEST_TIMEOUT_MS: u32 = 10_000;
 /// Bytes of keepalive request bodies in flight at once: browsers allow 64 KB
@@ -83,6 +86,8 @@ struct Inner {
     release: Option<Function>,
     /// Other pages whose end we wait for, to adopt what they leave.
     watched: Vec<String>,
+    /// Looks for left events every [`ADOPT_EVERY_MS`].
+    _adopt_timer: Option<Interval>,
     /// Storage writes gathered during this JS task, written together in one
     /// transaction right after it ([`Inner::save`]).
     unsaved: Vec<Change>,
@@ -173,6 +178,7 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         locks: Locks::get(&window),
         release: None,
         watched: Vec::new(),
+        _adopt_timer: None,
         unsaved: Vec::new(),
         save_queued: false,
         me: Weak::new(),
@@ -241,6 +247,17 @@ async fn open_storage(rc: Rc<RefCell<Inner>>, scope: String) {
     if shared {
         hold_page_lock(&rc).await;
         adopt_orphans(&rc).await;
+        let weak = Rc::downgrade(&rc);
+        let timer = Interval::new(ADOPT_EVERY_MS, move || {
+            let Some(rc) = weak.upgrade() else { return };
+            if rc.borrow().ready {
+                spawn_local(async move {
+                    adopt_orphans(&rc).await;
+                    start_sending(rc);
+                });
+            }
+        });
+        rc.borrow_mut()._adopt_timer = Some(timer);
     }
     become_ready(rc);
 }
