@@ -38,6 +38,12 @@ pub enum Error {
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
+    /// Admin input that breaks a rule: every problem, each naming its field.
+    #[error("{}", FieldErrors(.0))]
+    Invalid(Vec<FieldError>),
+    /// Creating something whose id is taken.
+    #[error("{0}")]
+    Conflict(String),
     /// Storage failed (disk full, file locked, corrupt, migration missing).
     #[error("storage: {0}")]
     Storage(String),
@@ -77,6 +83,34 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// One problem with a field of an admin request (`field` is its JSON key,
+/// e.g. `url` or `headers.X-Team`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+struct FieldErrors<'a>(&'a [FieldError]);
+
+impl fmt::Display for FieldErrors<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", e.field, e.message)?;
+        }
+        Ok(())
+    }
+}
+
 struct ConfigErrors<'a>(&'a [ConfigError]);
 
 impl fmt::Display for ConfigErrors<'_> {
@@ -106,6 +140,8 @@ impl Error {
             Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Config { .. } | Error::Storage(_) | Error::Io(_) | Error::Usage(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
@@ -123,8 +159,14 @@ impl IntoResponse for Error {
         } else {
             self.to_string()
         };
-        let body = ErrorBody { error: ErrorDetail { code: code.into(), message } };
-        let mut response = (status, axum::Json(body)).into_response();
+        let mut response = match &self {
+            // The admin API lists every field problem, for forms to show each next to its field.
+            Error::Invalid(fields) => {
+                let body = serde_json::json!({"error": {"code": code, "message": message, "fields": fields}});
+                (status, axum::Json(body)).into_response()
+            }
+            _ => (status, axum::Json(ErrorBody { error: ErrorDetail { code: code.into(), message } })).into_response(),
+        };
         let retry_after = match &self {
             Error::RateLimited { retry_after, .. } | Error::Overloaded { retry_after } => Some(*retry_after),
             Error::Storage(_) => Some(Duration::from_secs(5)),

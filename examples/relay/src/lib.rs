@@ -25,10 +25,12 @@
 //! - [`delivery`]: per-webhook queues and workers that send, sign, classify
 //!   and schedule retries; the sweep that claims unheld work and the
 //!   heartbeat that renews this relay's leases.
+//! - [`admin`]: the admin API, `/admin/v1/*` (see `docs/ADMIN_API.md`).
 //! - [`run`]: wires them together; `main.rs` (the CLI) and the tests call it alike.
 //!
 //! [`error`] holds the crate's one error type.
 
+pub mod admin;
 pub mod config;
 pub mod delivery;
 pub mod error;

@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::decompression::RequestDecompressionLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
 use crate::delivery::Dispatcher;
@@ -38,9 +39,20 @@ impl Relay {
     }
 }
 
-/// The HTTP routes.
+/// The HTTP routes, and the OpenAPI document that describes them.
 pub fn app(relay: Arc<Relay>) -> Router {
+    let (admin, api) = OpenApiRouter::new().nest("/admin/v1", crate::admin::router(relay.clone())).split_for_parts();
+    // Rendered once: the routes do not change while the relay runs.
+    let api: Arc<str> = api.to_pretty_json().expect("the OpenAPI document serialises").into();
     Router::new()
+        .merge(admin)
+        .route(
+            "/openapi.json",
+            get(move || {
+                let api = api.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], api.to_string()) }
+            }),
+        )
         .route(
             "/v1/batch",
             post(ingest::batch)
