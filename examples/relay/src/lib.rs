@@ -32,6 +32,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod error;
 pub mod ingest;

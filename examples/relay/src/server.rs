@@ -46,6 +46,7 @@ pub fn app(relay: Arc<Relay>) -> Router {
     let api: Arc<str> = api.to_pretty_json().expect("the OpenAPI document serialises").into();
     Router::new()
         .merge(admin)
+        .merge(crate::console::router())
         .route(
             "/openapi.json",
             get(move || {
