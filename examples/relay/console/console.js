@@ -39,9 +39,15 @@ function h(tag, attrs = {}, ...children) {
     else if (name === "value") el.value = value;
     else el.setAttribute(name, value === true ? "" : String(value));
   }
-  el.append(...children.flat(Infinity).filter((c) => c != null && c !== false).map((c) => (c instanceof Node ? c : String(c))));
+  el.append(...nodes(children));
   return el;
 }
+
+/** Children as nodes: nested arrays flattened, null, undefined and false left out, the rest as text. */
+const nodes = (children) => children.flat(Infinity).filter((c) => c != null && c !== false).map((c) => (c instanceof Node ? c : String(c)));
+
+/** Replaces `el`'s content with `children` (as `h` takes them). */
+const fill = (el, ...children) => el.replaceChildren(...nodes(children));
 
 let uid = 0;
 const nextId = (prefix) => `${prefix}-${++uid}`;
@@ -122,9 +128,9 @@ function secretPanel(title, secret, extra) {
  * A button that asks for a second press before `action` (deleting and
  * revoking cannot be undone); reverts after 5 s.
  */
-function confirmButton(label, confirmLabel, action) {
+function confirmButton(label, confirmLabel, action, className = "danger") {
   let armed = null;
-  const button = h("button", { type: "button", class: "danger", onclick: async () => {
+  const button = h("button", { type: "button", class: className, onclick: async () => {
     if (!armed) {
       button.textContent = confirmLabel;
       armed = setTimeout(() => { armed = null; button.textContent = label; }, 5000);
@@ -255,11 +261,11 @@ function show(page, ...args) {
   nav.hidden = !signedIn;
   signOutButton.hidden = !signedIn;
   main.removeAttribute("data-state");
-  main.replaceChildren(h("p", { class: "loading" }, "Loading…"));
+  fill(main, h("p", { class: "loading" }, "Loading…"));
   const ctx = { signal: view.signal };
   Promise.resolve().then(() => page(ctx, ...args)).catch((e) => {
     if (e.name === "AbortError" || e.status === 401 || ctx.signal.aborted) return;
-    main.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "form-error" }, e.message));
+    fill(main, h("h1", {}, "Something went wrong"), h("p", { class: "form-error" }, e.message));
   });
 }
 
@@ -267,7 +273,7 @@ function show(page, ...args) {
 function render(ctx, title, ...content) {
   if (ctx.signal.aborted) return;
   document.title = `${title} · cuecast console`;
-  main.replaceChildren(...content);
+  fill(main, ...content);
   main.dataset.state = "ready";
   performance.mark("cuecast:list-rendered");
 }
@@ -390,8 +396,7 @@ const cell = (label, ...content) => h("td", { "data-label": label }, h("div", {}
 // ---------------------------------------------------------------- sign in
 
 function signIn(ctx, message) {
-  const form = h("form", { class: "panel narrow", novalidate: true });
-  form.append(
+  const form = h("form", { class: "panel narrow", novalidate: true },
     h("h1", { tabindex: -1 }, "Sign in"),
     h("p", {}, "Enter the admin token of this relay (", code("[admin] token"), " in its configuration, or ", code("CUECAST_ADMIN_TOKEN"), "). It is kept in this tab only, until you sign out or close it."),
     message ? h("p", { class: "notice", role: "status" }, message) : null,
@@ -561,7 +566,7 @@ async function webhookForm(ctx, _query, id) {
   async function preview() {
     const { def, problems } = readWebhook(form);
     const mine = ++seq;
-    if (problems.length) { verdict.textContent = "Fix the form to see the preview."; output.replaceChildren(); return; }
+    if (problems.length) { verdict.textContent = "Fix the form to see the preview."; fill(output, ); return; }
     previewing?.abort();
     previewing = new AbortController();
     ctx.signal.addEventListener("abort", () => previewing.abort(), { once: true });
@@ -573,7 +578,7 @@ async function webhookForm(ctx, _query, id) {
       verdict.textContent = r.error ? "This event cannot be rendered." : r.matches ? "This event matches: the webhook would send this request." : "This event does not match the events or the condition: nothing would be sent.";
       verdict.className = `verdict ${r.error ? "bad" : r.matches ? "ok" : "muted"}`;
       const req = r.request;
-      output.replaceChildren(
+      fill(output, 
         r.error ? h("p", { class: "error-text" }, r.error) : null,
         req ? h("div", {},
           h("p", { class: "request-line" }, h("span", { class: "method" }, req.method), " ", h("span", { class: "url" }, req.url)),
@@ -583,7 +588,7 @@ async function webhookForm(ctx, _query, id) {
       if (e.name === "AbortError" || mine !== seq) return;
       verdict.className = "verdict bad";
       verdict.textContent = "The preview cannot be rendered yet.";
-      output.replaceChildren(h("ul", { class: "error-list" }, (e.fields?.length ? e.fields.map((p) => `${p.field}: ${p.message}`) : [e.message]).map((m) => h("li", {}, m))));
+      fill(output, h("ul", { class: "error-list" }, (e.fields?.length ? e.fields.map((p) => `${p.field}: ${p.message}`) : [e.message]).map((m) => h("li", {}, m))));
     }
   }
   form.addEventListener("input", (e) => { if (e.target.name === "event" || e.target.name === "more_events") pickEvent(); schedulePreview(); });
@@ -662,7 +667,7 @@ function webhookManage(ctx, w) {
     const grace = rotateForm.elements.grace.value.trim();
     const r = await submitting(rotateForm, () => api("POST", `${path}/rotate-secret`, grace ? { grace } : {}, ctx));
     if (!r) return;
-    result.replaceChildren(secretPanel("The new signing secret", r.secret,
+    fill(result, secretPanel("The new signing secret", r.secret,
       r.previous_expires_at ? h("p", {}, "The previous secret keeps signing until ", fmtTime(r.previous_expires_at), ".") : null));
     result.querySelector("input")?.focus();
   });
@@ -671,11 +676,11 @@ function webhookManage(ctx, w) {
     testButton.disabled = true;
     try {
       const a = await api("POST", `${path}/test`, {}, ctx);
-      result.replaceChildren(h("section", { class: "panel" }, h("h2", {}, "Test send"),
+      fill(result, h("section", { class: "panel" }, h("h2", {}, "Test send"),
         h("p", {}, a.status ? `Answered ${a.status}` : "No answer", a.duration_ms != null ? ` in ${a.duration_ms} ms` : "", a.error ? `: ${a.error}` : "."),
         a.response ? pre(a.response) : null));
     } catch (err) {
-      if (err.status !== 401) result.replaceChildren(h("p", { class: "error-text" }, err.message));
+      if (err.status !== 401) fill(result, h("p", { class: "error-text" }, err.message));
     } finally { testButton.disabled = false; }
   } }, "Send a test event");
 
@@ -826,7 +831,7 @@ async function deliveryPage(ctx, _query, id) {
       try { await api("POST", `/deliveries/${encodeURIComponent(id)}/replay`, {}, ctx); note("Queued again."); update(await load()); }
       catch (err) { if (err.status !== 401) note(err.message); }
     } }, "Replay this delivery") : null;
-    body.replaceChildren(
+    fill(body, 
       h("dl", { class: "facts" },
         h("dt", {}, "Status"), h("dd", {}, badge(d.status)),
         h("dt", {}, "Webhook"), h("dd", {}, h("a", { href: `#/webhooks/${encodeURIComponent(d.webhook_id)}` }, d.webhook_id)),
@@ -950,7 +955,7 @@ async function sourcesPage(ctx) {
   const { items } = await api("GET", "/sources", undefined, ctx);
   const origins = (text) => text.split(/[\s,]+/).filter(Boolean);
 
-  const create = h("form", { class: "panel", novalidate: true, "aria-labelledby": "new-source" },
+  const create = h("form", { class: "panel spaced", novalidate: true, "aria-labelledby": "new-source" },
     h("h2", { id: "new-source" }, "New source"),
     formError(),
     h("div", { class: "row2" },
@@ -990,7 +995,7 @@ async function sourcesPage(ctx) {
         await api("DELETE", `/sources/${encodeURIComponent(s.write_key)}`, undefined, ctx);
         note(`${s.write_key} revoked: its batches are refused from now on.`);
         route();
-      })]));
+      }, "danger small")]));
   };
   syncRows(tbody, items, (s) => s.write_key, row);
   render(ctx, "Sources",
