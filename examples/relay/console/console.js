@@ -385,7 +385,8 @@ function table(label, columns) {
   const tbody = h("tbody");
   const el = h("table", { class: "list" },
     h("caption", { class: "visually-hidden" }, label),
-    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
+    // A column of buttons has no visible name; a screen reader still gets one.
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c || h("span", { class: "visually-hidden" }, "Actions"))))),
     tbody);
   return { el, tbody };
 }
@@ -536,7 +537,7 @@ async function webhookForm(ctx, _query, id) {
         field({ label: "Retry schedule", name: "retry", hint: "The delay before each attempt, e.g. 0s, 5s, 5m.", value: (w.retry ?? []).join(", "), autocomplete: "off" }))),
     h("div", { class: "actions" },
       h("button", { type: "submit" }, id ? "Save changes" : "Create webhook"),
-      h("a", { href: id ? "#/webhooks" : "#/webhooks", class: "button quiet" }, "Cancel")));
+      h("a", { href: "#/webhooks", class: "button quiet" }, "Cancel")));
 
   // The live preview: the request this definition would send for a real recent event.
   const eventSelect = h("select", { id: "preview-event" },
