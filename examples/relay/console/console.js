@@ -229,8 +229,11 @@ function showErrors(form, problems, fallback) {
   (first ?? summary)?.focus();
 }
 
-/** Sends a form's request, showing a 400's field errors (or any other failure) in the form. */
-async function submitting(form, run) {
+/**
+ * Sends a form's request, showing a 400's field errors (or any other failure)
+ * in the form; a 409 (the id is taken) goes under the `conflict` field.
+ */
+async function submitting(form, run, { conflict } = {}) {
   const button = form.querySelector("button[type=submit]");
   clearErrors(form);
   if (button) button.disabled = true;
@@ -238,7 +241,8 @@ async function submitting(form, run) {
     return await run();
   } catch (e) {
     if (e.status === 401) return undefined;
-    showErrors(form, e.fields ?? [], e.message);
+    const fields = e.status === 409 && conflict && !e.fields.length ? [{ field: conflict, message: e.message }] : e.fields ?? [];
+    showErrors(form, fields, e.message);
     return undefined;
   } finally {
     if (button) button.disabled = false;
@@ -601,7 +605,7 @@ async function webhookForm(ctx, _query, id) {
     if (problems.length) return showErrors(form, problems);
     const saved = await submitting(form, () => id
       ? api("PUT", `/webhooks/${encodeURIComponent(id)}`, def, ctx)
-      : api("POST", "/webhooks", def, ctx));
+      : api("POST", "/webhooks", def, ctx), { conflict: "id" });
     if (!saved) return;
     if (id) {
       note(`Saved ${id}.`);
@@ -967,7 +971,7 @@ async function sourcesPage(ctx) {
     e.preventDefault();
     const body = { origins: origins(create.elements.origins.value) };
     if (create.elements.write_key.value.trim()) body.write_key = create.elements.write_key.value.trim();
-    const made = await submitting(create, () => api("POST", "/sources", body, ctx));
+    const made = await submitting(create, () => api("POST", "/sources", body, ctx), { conflict: "write_key" });
     if (made) { note(`Source ${made.write_key} created.`); route(); }
   });
 
