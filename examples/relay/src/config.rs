@@ -2,16 +2,16 @@
 //! `CUECAST_*` overrides, and the resolved [`Config`] that the rest of the
 //! relay reads. Every default and limit lives in this file.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::error::{ConfigError, Error, Result};
+use crate::error::{ConfigError, Error, FieldError, Result};
 use crate::policy::{Pattern, Rate, DEFAULT_SCHEDULE};
 use crate::rules::Rules;
 use crate::signing::Secret;
@@ -41,6 +41,10 @@ pub struct Config {
     pub sources: Vec<Source>,
     /// `[[webhook]]`: where events go.
     pub webhooks: Vec<Webhook>,
+    /// The same webhooks as written (after `${VAR}` expansion), with their
+    /// secrets' text: what start-up copies into storage, where the relay
+    /// reads its webhooks from (see [`crate::catalog`]).
+    pub webhook_specs: Vec<(WebhookSpec, Vec<String>)>,
     /// The compiled conditions and templates of `webhooks`, in the same order.
     pub rules: std::sync::Arc<Rules>,
 }
@@ -168,6 +172,151 @@ pub struct Webhook {
     /// `retry`: delay before each attempt, the first usually `"0s"`; its
     /// length is the number of attempts. Default: [`DEFAULT_SCHEDULE`].
     pub retry: Vec<Duration>,
+}
+
+/// A webhook as written: the keys of a `[[webhook]]` table, or the JSON of
+/// the admin API's create and update. [`WebhookSpec::resolve`] holds the
+/// rules both apply, so a definition the file refuses the API refuses too,
+/// with the same words. (Secrets are kept apart: they rotate on their own.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// Letters, digits, `-`, `_` and `.`.
+    pub id: String,
+    /// Exact names, `prefix.*` or `*`.
+    pub events: Vec<String>,
+    /// A condition over the event, e.g. `properties.score <= 6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// `POST` (default) or `GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// A URL, or a template when it contains `{{`.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// The POST body template; default `{"type","timestamp","data"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Per attempt, e.g. `"10s"` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// e.g. `"10/s"`; unlimited by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// Attempts in flight at once, 1 to 1024 (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u64>,
+    /// The delay before each attempt, e.g. `["0s", "5s", "5m"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Vec<String>>,
+}
+
+impl WebhookSpec {
+    /// Checks every field and resolves the definition, or lists every
+    /// problem, each naming its field (`url`, `events[1]`, `headers.X-Team`).
+    /// Conditions and templates are compiled later, with all webhooks
+    /// ([`Rules::new`]); ids are checked for clashes by the caller.
+    pub fn resolve(&self, secrets: Vec<Secret>, egress: &Egress) -> Result<Webhook, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut error = |field: &str, message: String| errors.push(FieldError::new(field, message));
+        let id = self.id.clone();
+        if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            error("id", format!("{id:?} must be 1 to 128 letters, digits, '-', '_' or '.'"));
+        }
+        let mut events = Vec::new();
+        for (i, e) in self.events.iter().enumerate() {
+            match Pattern::parse(e) {
+                Ok(p) => events.push(p),
+                Err(m) => error(&format!("events[{i}]"), m),
+            }
+        }
+        if self.events.is_empty() {
+            error("events", "must list at least one name, \"prefix.*\" or \"*\"".into());
+        }
+        let method = match self.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            None | Some("POST") => Method::Post,
+            Some("GET") => Method::Get,
+            Some(other) => {
+                error("method", format!("{other:?} must be \"POST\" or \"GET\""));
+                Method::Post
+            }
+        };
+        let url = self.url.clone();
+        if !url.contains("{{") {
+            match url::Url::parse(&url) {
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                    error("url", format!("{url:?} must be http or https"))
+                }
+                Ok(u) if egress.https_only && u.scheme() != "https" => {
+                    error("url", format!("{url:?} is http, but egress.https_only is set"))
+                }
+                Ok(_) => {}
+                Err(e) => error("url", format!("{url:?} is not a URL: {e}")),
+            }
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &self.headers {
+            let field = format!("headers.{name}");
+            if name.to_ascii_lowercase().starts_with("webhook-") {
+                error(&field, "is set by the relay for signatures and cannot be configured".into());
+            } else if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                error(&field, format!("{name:?} is not a valid header name"));
+            }
+            if axum::http::HeaderValue::from_str(value).is_err() {
+                error(&field, "has a value that is not valid in HTTP".into());
+            }
+            headers.push((name.clone(), value.clone()));
+        }
+        if method == Method::Get && self.body.is_some() {
+            error("body", "a GET has no body; put fields in a url template instead".into());
+        }
+        let timeout = match &self.timeout {
+            Some(t) => parse_duration(t).unwrap_or_else(|m| {
+                error("timeout", m);
+                DEFAULT_TIMEOUT
+            }),
+            None => DEFAULT_TIMEOUT,
+        };
+        let rate_limit = self.rate_limit.as_ref().and_then(|r| Rate::parse(r).map_err(|m| error("rate_limit", m)).ok());
+        let concurrency = match self.concurrency {
+            Some(c) if c == 0 || c > 1024 => {
+                error("concurrency", format!("{c} must be from 1 to 1024"));
+                DEFAULT_CONCURRENCY
+            }
+            Some(c) => c as usize,
+            None => DEFAULT_CONCURRENCY,
+        };
+        let retry = match &self.retry {
+            Some(list) if list.is_empty() => {
+                error("retry", "must list at least one delay (the first attempt, usually \"0s\")".into());
+                DEFAULT_SCHEDULE.to_vec()
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| parse_duration(d).map_err(|m| error(&format!("retry[{i}]"), m)).ok())
+                .collect(),
+            None => DEFAULT_SCHEDULE.to_vec(),
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Webhook {
+            id,
+            events,
+            when: self.when.clone(),
+            method,
+            url,
+            headers,
+            body: self.body.clone(),
+            secrets,
+            timeout,
+            rate_limit,
+            concurrency,
+            retry,
+        })
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8686";
@@ -389,6 +538,17 @@ pub fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     Ok(out)
 }
 
+/// An allowed browser origin: `*`, or scheme, host and optional port, no path.
+pub fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" || url::Url::parse(origin).map(|u| u.origin().ascii_serialization() == origin).unwrap_or(false) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{origin:?} must be \"*\" or like \"https://app.example.com\" (scheme, host, optional port, no path)"
+        ))
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration like \"10s\" or \"5m\": {e}"))
 }
@@ -518,6 +678,7 @@ impl Config {
         }
 
         let mut sources = Vec::new();
+        let mut specs = Vec::new();
         let mut keys = HashSet::new();
         for s in &raw.source {
             let write_key = check.expand(&s.write_key);
@@ -532,11 +693,11 @@ impl Config {
                 let origin = check.expand(o);
                 if origin == "*" {
                     any = true;
-                } else if url::Url::parse(&origin).map(|u| u.origin().ascii_serialization() == origin).unwrap_or(false)
-                {
-                    list.push(origin);
                 } else {
-                    check.error(Some(o.span().start), format!("origin {origin:?} must be \"*\" or like \"https://app.example.com\" (scheme, host, optional port, no path)"));
+                    match check_origin(&origin) {
+                        Ok(()) => list.push(origin),
+                        Err(m) => check.error(Some(o.span().start), format!("origin {m}")),
+                    }
                 }
             }
             sources.push(Source { write_key, origins: if any { Origins::Any } else { Origins::List(list) } });
@@ -546,76 +707,50 @@ impl Config {
         let mut ids = HashSet::new();
         let mut template_spans = Vec::new();
         for w in &raw.webhook {
-            let id = check.expand(&w.id);
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                check.error(
-                    Some(w.id.span().start),
-                    format!("webhook id {id:?} must be letters, digits, '-', '_' or '.'"),
-                );
-            } else if !ids.insert(id.clone()) {
-                check.error(Some(w.id.span().start), format!("webhook id {id:?} is used twice"));
-            }
-            let mut events = Vec::new();
-            for e in w.events.get_ref() {
-                if let Some(p) = check.parse(e, Pattern::parse) {
-                    events.push(p);
-                }
-            }
-            if w.events.get_ref().is_empty() {
-                check.error(
-                    Some(w.events.span().start),
-                    format!("webhook {id:?}: events must list at least one name, \"prefix.*\" or \"*\""),
-                );
-            }
-            let method = match &w.method {
-                None => Method::Post,
-                Some(m) => check
-                    .parse(m, |s| match s.to_ascii_uppercase().as_str() {
-                        "POST" => Ok(Method::Post),
-                        "GET" => Ok(Method::Get),
-                        _ => Err(format!("method {s:?} must be \"POST\" or \"GET\"")),
-                    })
-                    .unwrap_or(Method::Post),
+            // Where each field sits in the file, for the shared rules' field errors.
+            let mut at: HashMap<String, usize> = HashMap::new();
+            let mut field = |name: String, value: &Spanned<String>, check: &mut Check| {
+                at.insert(name, value.span().start);
+                check.expand(value)
             };
-            let url = check.expand(&w.url);
-            if !url.contains("{{") {
-                match url::Url::parse(&url) {
-                    Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                        check.error(Some(w.url.span().start), format!("url {url:?} must be http or https"))
-                    }
-                    Ok(u) if egress.https_only && u.scheme() != "https" => check
-                        .error(Some(w.url.span().start), format!("url {url:?} is http, but egress.https_only is set")),
-                    Ok(_) => {}
-                    Err(e) => check.error(Some(w.url.span().start), format!("url {url:?} is not a URL: {e}")),
-                }
+            let spec = WebhookSpec {
+                id: field("id".into(), &w.id, &mut check),
+                events: w
+                    .events
+                    .get_ref()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| field(format!("events[{i}]"), e, &mut check))
+                    .collect(),
+                when: w.when.as_ref().map(|v| field("when".into(), v, &mut check)),
+                method: w.method.as_ref().map(|v| field("method".into(), v, &mut check)),
+                url: field("url".into(), &w.url, &mut check),
+                headers: w
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), field(format!("headers.{k}"), v, &mut check)))
+                    .collect(),
+                body: w.body.as_ref().map(|v| field("body".into(), v, &mut check)),
+                timeout: w.timeout.as_ref().map(|v| field("timeout".into(), v, &mut check)),
+                rate_limit: w.rate_limit.as_ref().map(|v| field("rate_limit".into(), v, &mut check)),
+                concurrency: w.concurrency.as_ref().map(|c| *c.get_ref()),
+                retry: w.retry.as_ref().map(|list| {
+                    list.get_ref()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| field(format!("retry[{i}]"), d, &mut check))
+                        .collect()
+                }),
+            };
+            at.insert("events".into(), w.events.span().start);
+            if let Some(c) = &w.concurrency {
+                at.insert("concurrency".into(), c.span().start);
             }
-            let mut headers = Vec::new();
-            for (name, value) in &w.headers {
-                let lower = name.to_ascii_lowercase();
-                if lower.starts_with("webhook-") {
-                    check.error(
-                        Some(value.span().start),
-                        format!("header {name:?} is set by the relay for signatures and cannot be configured"),
-                    );
-                } else if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    check.error(Some(value.span().start), format!("header name {name:?} is not valid"));
-                }
-                let v = check.expand(value);
-                if axum::http::HeaderValue::from_str(&v).is_err() {
-                    check.error(
-                        Some(value.span().start),
-                        format!("header {name:?} has a value that is not valid in HTTP"),
-                    );
-                }
-                headers.push((name.clone(), v));
+            if let Some(list) = &w.retry {
+                at.insert("retry".into(), list.span().start);
             }
-            let when = w.when.as_ref().map(|s| check.expand(s));
-            let body = w.body.as_ref().map(|s| check.expand(s));
-            if method == Method::Get && body.is_some() {
-                check.error(
-                    w.body.as_ref().map(|b| b.span().start),
-                    format!("webhook {id:?}: a GET has no body; put fields in a url template instead"),
-                );
+            if !spec.id.is_empty() && !ids.insert(spec.id.clone()) {
+                check.error(Some(w.id.span().start), format!("webhook id {:?} is used twice", spec.id));
             }
             let mut secrets = Vec::new();
             if let Some(secret) = &w.secret {
@@ -631,52 +766,30 @@ impl Config {
                     }
                 };
                 for t in texts {
-                    match expand_env(&t, env).and_then(|t| Secret::parse(&t)) {
-                        Ok(s) => secrets.push(s),
+                    match expand_env(&t, env).and_then(|t| Secret::parse(&t).map(|s| (s, t))) {
+                        Ok(pair) => secrets.push(pair),
                         Err(e) => check.error(at, e),
                     }
                 }
             }
-            let timeout = w.timeout.as_ref().and_then(|t| check.parse(t, parse_duration)).unwrap_or(DEFAULT_TIMEOUT);
-            let rate_limit = w.rate_limit.as_ref().and_then(|r| check.parse(r, Rate::parse));
-            let concurrency = match &w.concurrency {
-                Some(c) if *c.get_ref() == 0 || *c.get_ref() > 1024 => {
-                    check.error(Some(c.span().start), "concurrency must be from 1 to 1024");
-                    DEFAULT_CONCURRENCY
+            match spec.resolve(secrets.iter().map(|(s, _)| s.clone()).collect(), &egress) {
+                Ok(hook) => {
+                    template_spans.push((
+                        w.when.as_ref().map(|s| s.span().start),
+                        w.url.span().start,
+                        w.body.as_ref().map(|s| s.span().start),
+                    ));
+                    webhooks.push(hook);
+                    specs.push((spec, secrets.into_iter().map(|(_, text)| text).collect()));
                 }
-                Some(c) => *c.get_ref() as usize,
-                None => DEFAULT_CONCURRENCY,
-            };
-            let retry = match &w.retry {
-                Some(list) if list.get_ref().is_empty() => {
-                    check.error(
-                        Some(list.span().start),
-                        "retry must list at least one delay (the first attempt, usually \"0s\")",
-                    );
-                    DEFAULT_SCHEDULE.to_vec()
+                Err(problems) => {
+                    for p in problems {
+                        let base = p.field.split(['[', '.']).next().unwrap_or_default();
+                        let offset = at.get(&p.field).or_else(|| at.get(base)).copied().unwrap_or(w.id.span().start);
+                        check.error(Some(offset), format!("webhook {:?}: {} {}", spec.id, p.field, p.message));
+                    }
                 }
-                Some(list) => list.get_ref().iter().filter_map(|d| check.parse(d, parse_duration)).collect(),
-                None => DEFAULT_SCHEDULE.to_vec(),
-            };
-            template_spans.push((
-                w.when.as_ref().map(|s| s.span().start),
-                w.url.span().start,
-                w.body.as_ref().map(|s| s.span().start),
-            ));
-            webhooks.push(Webhook {
-                id,
-                events,
-                when,
-                method,
-                url,
-                headers,
-                body,
-                secrets,
-                timeout,
-                rate_limit,
-                concurrency,
-                retry,
-            });
+            }
         }
 
         // Leases and retention depend on other settings: resolved last.
@@ -743,6 +856,7 @@ impl Config {
                 limits,
                 sources,
                 webhooks,
+                webhook_specs: specs,
                 rules: std::sync::Arc::new(rules),
             })
         } else {

@@ -20,13 +20,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, USER_AGENT as USER_AGENT_HEADER};
 use axum::http::{HeaderName, HeaderValue};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, Method};
+use crate::catalog::{Catalog, Registry};
+use crate::config::{Config, Method, DEFAULT_CONCURRENCY};
 use crate::error::Result;
 use crate::policy::{classify, next_delay, parse_retry_after, Outcome};
 use crate::signing::sign;
@@ -62,6 +63,10 @@ pub struct Sender {
     client: reqwest::Client,
 }
 
+/// Why a request could not be built (render error, refused address):
+/// permanent, the attempt fails without retries.
+pub type BuildError = String;
+
 impl Sender {
     pub fn new(config: Arc<Config>) -> Result<Sender> {
         let client = reqwest::Client::builder()
@@ -77,41 +82,34 @@ impl Sender {
         Ok(Sender { config, client })
     }
 
-    /// One attempt of webhook `hook` for `event` with message id `msg_id`.
-    pub async fn send(&self, hook: usize, msg_id: &str, event: &serde_json::Value) -> AttemptResult {
-        let started = Instant::now();
-        let permanent = |error: String| AttemptResult {
-            http_status: None,
-            retry_after: None,
-            response: None,
-            error: Some(error),
-            permanent: true,
-            duration: started.elapsed(),
-        };
-        let w = &self.config.webhooks[hook];
-        let req = match self.config.rules.render(hook, event) {
-            Ok(r) => r,
-            Err(e) => return permanent(e),
-        };
+    /// The request one attempt of webhook `hook` sends for `event`: rendered,
+    /// checked against the SSRF guard and signed. Previews show exactly this.
+    pub fn build(
+        &self,
+        catalog: &Catalog,
+        hook: usize,
+        msg_id: &str,
+        event: &serde_json::Value,
+        timestamp: i64,
+    ) -> Result<reqwest::Request, BuildError> {
+        let w = &catalog.webhooks[hook];
+        let req = catalog.rules.render(hook, event)?;
         if let Err(e) = check_url(&req.url, &self.config.egress.allow_cidrs, self.config.egress.https_only) {
-            return permanent(format!("SSRF guard refused {}: {e}", req.url));
+            return Err(format!("SSRF guard refused {}: {e}", req.url));
         }
-        let timestamp =
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let builder = match req.method {
             Method::Post => self.client.post(req.url.clone()),
             Method::Get => self.client.get(req.url.clone()),
         };
-        let mut built = match builder.timeout(w.timeout).build() {
-            Ok(b) => b,
-            Err(e) => return permanent(format!("cannot build the request: {}", chain(&e))),
-        };
+        let mut built =
+            builder.timeout(w.timeout).build().map_err(|e| format!("cannot build the request: {}", chain(&e)))?;
         let headers = built.headers_mut();
+        headers.insert(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT));
         if req.method == Method::Post {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         // Configured headers replace the relay's defaults (content-type, user-agent);
-        // names and values were checked when the config was loaded.
+        // names and values were checked when the webhook was defined.
         for (name, value) in &w.headers {
             if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
                 headers.insert(name, value);
@@ -134,6 +132,28 @@ impl Sender {
         if let Some(body) = req.body {
             *built.body_mut() = Some(body.into());
         }
+        Ok(built)
+    }
+
+    /// One attempt of webhook `hook` for `event` with message id `msg_id`.
+    pub async fn send(&self, catalog: &Catalog, hook: usize, msg_id: &str, event: &serde_json::Value) -> AttemptResult {
+        let started = Instant::now();
+        let w = &catalog.webhooks[hook];
+        let timestamp =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let built = match self.build(catalog, hook, msg_id, event, timestamp) {
+            Ok(b) => b,
+            Err(error) => {
+                return AttemptResult {
+                    http_status: None,
+                    retry_after: None,
+                    response: None,
+                    error: Some(error),
+                    permanent: true,
+                    duration: started.elapsed(),
+                }
+            }
+        };
         match self.client.execute(built).await {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
@@ -211,8 +231,11 @@ pub struct Dispatcher {
 struct Inner {
     config: Arc<Config>,
     storage: Storage,
+    registry: Arc<Registry>,
     sender: Sender,
-    queues: HashMap<String, (usize, mpsc::UnboundedSender<PendingDelivery>)>,
+    /// One queue and worker per webhook in force, by id; kept in line with
+    /// the catalog by [`Dispatcher::catalog_changed`].
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<PendingDelivery>>>,
     disabled: Mutex<HashSet<String>>,
     /// Deliveries this process has in a queue, in flight or waiting for a
     /// retry; its size is the backlog that ingest compares with the high-water mark.
@@ -244,22 +267,15 @@ impl Inner {
 
 impl Dispatcher {
     /// Starts one worker per webhook, loads the stored backlog and starts the sweep.
-    pub async fn start(config: Arc<Config>, storage: Storage) -> Result<Dispatcher> {
+    pub async fn start(config: Arc<Config>, storage: Storage, registry: Arc<Registry>) -> Result<Dispatcher> {
         let sender = Sender::new(config.clone())?;
-        let mut queues = HashMap::new();
-        let mut receivers = Vec::new();
-        for (i, w) in config.webhooks.iter().enumerate() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            queues.insert(w.id.clone(), (i, tx));
-            receivers.push((i, rx));
-        }
-        let hook_ids: Vec<String> = config.webhooks.iter().map(|w| w.id.clone()).collect();
         let lease = config.limits.lease;
         let inner = Arc::new(Inner {
             config,
             storage,
+            registry,
             sender,
-            queues,
+            queues: Mutex::new(HashMap::new()),
             disabled: Mutex::new(HashSet::new()),
             owned: Mutex::new(HashSet::new()),
             parked: AtomicUsize::new(0),
@@ -267,24 +283,44 @@ impl Dispatcher {
             cancel: CancellationToken::new(),
             in_flight: TaskTracker::new(),
         });
-        for (i, rx) in receivers {
-            tokio::spawn(worker(inner.clone(), i, rx));
-        }
         let d = Dispatcher { inner };
-        let work = d.inner.storage.claim(&hook_ids, d.inner.claim_room()).await?;
+        d.catalog_changed();
+        let work = d.inner.storage.claim(&d.hook_ids(), d.inner.claim_room()).await?;
         if !work.pending.is_empty() {
             tracing::info!(count = work.pending.len(), "resuming stored deliveries");
         }
         *d.inner.disabled.lock().unwrap() = work.disabled.into_iter().collect();
         d.enqueue(work.pending);
-        tokio::spawn(d.clone().sweep(hook_ids));
+        tokio::spawn(d.clone().sweep());
         tokio::spawn(d.clone().heartbeat());
         Ok(d)
     }
 
-    /// Every `sweep_interval`: re-reads the disabled webhooks and takes on
-    /// stored work that nobody holds.
-    async fn sweep(self, hook_ids: Vec<String>) {
+    /// The webhooks in force.
+    fn hook_ids(&self) -> Vec<String> {
+        self.inner.registry.current().webhooks.iter().map(|w| w.id.clone()).collect()
+    }
+
+    /// Starts a worker for each webhook that has none, and closes the queues
+    /// of webhooks no longer in force (their workers end once the queue is
+    /// drained; what was queued stays stored). Call after the catalog changed.
+    pub fn catalog_changed(&self) {
+        let catalog = self.inner.registry.current();
+        let mut queues = self.inner.queues.lock().unwrap();
+        queues.retain(|id, _| catalog.webhook(id).is_some());
+        for w in &catalog.webhooks {
+            if !queues.contains_key(&w.id) {
+                let (tx, rx) = mpsc::unbounded_channel();
+                queues.insert(w.id.clone(), tx);
+                tokio::spawn(worker(self.inner.clone(), w.id.clone(), rx));
+            }
+        }
+    }
+
+    /// Every `sweep_interval`: picks up catalog changes (from the admin API
+    /// of any relay), re-reads the disabled webhooks and takes on stored
+    /// work that nobody holds.
+    async fn sweep(self) {
         let inner = &self.inner;
         let mut failing = false;
         loop {
@@ -292,7 +328,12 @@ impl Dispatcher {
                 _ = inner.cancel.cancelled() => return,
                 _ = tokio::time::sleep(inner.config.limits.sweep_interval) => {}
             }
-            match inner.storage.claim(&hook_ids, inner.claim_room()).await {
+            match inner.registry.refresh().await {
+                Ok(true) => self.catalog_changed(),
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "sweep: cannot read the catalog version"),
+            }
+            match inner.storage.claim(&self.hook_ids(), inner.claim_room()).await {
                 Ok(work) => {
                     if failing {
                         tracing::info!("sweep: storage reachable again");
@@ -368,6 +409,22 @@ impl Dispatcher {
         owned.saturating_sub(self.inner.parked.load(Ordering::Relaxed))
     }
 
+    /// Records at once what the admin API changed (the sweep would see it
+    /// within `sweep_interval` anyway, from storage).
+    pub fn set_disabled(&self, webhook_id: &str, disabled: bool) {
+        let mut set = self.inner.disabled.lock().unwrap();
+        if disabled {
+            set.insert(webhook_id.to_string());
+        } else {
+            set.remove(webhook_id);
+        }
+    }
+
+    /// The sender attempts go through (the admin API's test sends use it too).
+    pub fn sender(&self) -> &Sender {
+        &self.inner.sender
+    }
+
     pub fn is_disabled(&self, webhook_id: &str) -> bool {
         self.inner.disabled.lock().unwrap().contains(webhook_id)
     }
@@ -375,9 +432,10 @@ impl Dispatcher {
     /// Hands stored pending deliveries to their webhooks' queues (each at most once).
     pub fn enqueue(&self, deliveries: Vec<PendingDelivery>) {
         let now = now_ms();
+        let queues = self.inner.queues.lock().unwrap();
         let mut owned = self.inner.owned.lock().unwrap();
         for d in deliveries {
-            let Some((_, tx)) = self.inner.queues.get(&d.webhook_id) else {
+            let Some(tx) = queues.get(&d.webhook_id) else {
                 tracing::warn!(webhook = %d.webhook_id, delivery = d.id, "pending delivery for a webhook that is no longer configured; left stored");
                 continue;
             };
@@ -402,8 +460,11 @@ impl Dispatcher {
             tokio::select! {
                 _ = inner.cancel.cancelled() => {}
                 _ = tokio::time::sleep(wait) => {
-                    if let Some((_, tx)) = inner.queues.get(&d.webhook_id) {
-                        let _ = tx.send(d);
+                    let queue = inner.queues.lock().unwrap().get(&d.webhook_id).cloned();
+                    match queue {
+                        Some(tx) => { let _ = tx.send(d); }
+                        // Deleted meanwhile: it stays stored.
+                        None => { inner.owned.lock().unwrap().remove(&d.id); }
                     }
                 }
             }
@@ -436,15 +497,33 @@ impl Drop for Unpark<'_> {
     }
 }
 
-async fn worker(inner: Arc<Inner>, hook: usize, mut rx: mpsc::UnboundedReceiver<PendingDelivery>) {
-    let w = &inner.config.webhooks[hook];
-    let limit = Arc::new(Semaphore::new(w.concurrency));
-    let mut limiter = w.rate_limit.map(|r| inner.storage.rate_limiter(&w.id, r));
+/// Takes a webhook's deliveries one by one, within its rate limit and
+/// concurrency, and starts an attempt for each. Limits follow the webhook's
+/// current definition.
+async fn worker(inner: Arc<Inner>, id: String, mut rx: mpsc::UnboundedReceiver<PendingDelivery>) {
+    let mut version = None;
+    let mut limit = Arc::new(Semaphore::new(DEFAULT_CONCURRENCY));
+    let mut limiter = None;
+    let mut shape = None;
     loop {
         let d = tokio::select! {
             _ = inner.cancel.cancelled() => return,
             d = rx.recv() => match d { Some(d) => d, None => return },
         };
+        let catalog = inner.registry.current();
+        let Some((_, w)) = catalog.webhook(&id) else {
+            // Deleted: leave the delivery as stored.
+            inner.owned.lock().unwrap().remove(&d.id);
+            continue;
+        };
+        if version != Some(catalog.version) {
+            version = Some(catalog.version);
+            if shape != Some((w.concurrency, w.rate_limit)) {
+                shape = Some((w.concurrency, w.rate_limit));
+                limit = Arc::new(Semaphore::new(w.concurrency));
+                limiter = w.rate_limit.map(|r| inner.storage.rate_limiter(&w.id, r));
+            }
+        }
         if let Some(limiter) = limiter.as_mut() {
             while let Err(wait) = limiter.take().await {
                 tokio::select! {
@@ -459,14 +538,18 @@ async fn worker(inner: Arc<Inner>, hook: usize, mut rx: mpsc::UnboundedReceiver<
         };
         let inner2 = inner.clone();
         inner.in_flight.spawn(async move {
-            attempt(&inner2, hook, d).await;
+            attempt(&inner2, d).await;
             drop(permit);
         });
     }
 }
 
-async fn attempt(inner: &Arc<Inner>, hook: usize, mut d: PendingDelivery) {
-    let w = &inner.config.webhooks[hook];
+async fn attempt(inner: &Arc<Inner>, mut d: PendingDelivery) {
+    let catalog = inner.registry.current();
+    let Some((hook, w)) = catalog.webhook(&d.webhook_id) else {
+        inner.owned.lock().unwrap().remove(&d.id);
+        return;
+    };
     // Wait while the lease cannot be vouched for (the database is away); give
     // up if another relay has taken the delivery over meanwhile.
     loop {
@@ -484,14 +567,14 @@ async fn attempt(inner: &Arc<Inner>, hook: usize, mut d: PendingDelivery) {
     if inner.disabled.lock().unwrap().contains(&w.id) {
         // Deliveries already queued when it was disabled (or replayed since).
         let owner = inner.clone();
-        inner.storage.dead_letter(d.id, "webhook disabled after 410 Gone".into(), move || {
+        inner.storage.dead_letter(d.id, "webhook disabled".into(), move || {
             owner.owned.lock().unwrap().remove(&d.id);
         });
         return;
     }
     let at = now_ms();
     let result = match serde_json::from_str::<serde_json::Value>(&d.event_body) {
-        Ok(event) => inner.sender.send(hook, &d.msg_id, &event).await,
+        Ok(event) => inner.sender.send(&catalog, hook, &d.msg_id, &event).await,
         Err(e) => AttemptResult {
             http_status: None,
             retry_after: None,

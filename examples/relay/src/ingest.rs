@@ -6,13 +6,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cuecast::wire::{self, Ack};
 use http_body_util::BodyExt;
-use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::policy::{Bucket, Rate};
@@ -53,7 +52,7 @@ impl Limiter {
 }
 
 fn origin_allowed_anywhere(relay: &Relay, origin: &str) -> bool {
-    relay.config.sources.iter().any(|s| s.origins.allows(origin))
+    relay.registry.current().sources.iter().any(|s| s.origins.allows(origin))
 }
 
 fn cors(headers: &mut HeaderMap, origin: &str) {
@@ -83,7 +82,18 @@ pub async fn preflight(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> R
     response
 }
 
-/// `POST /v1/batch`.
+/// `POST /v1/batch`: a batch from the SDK (the wire format of
+/// `tests/fixtures`, plain or gzip); answered once it is stored durably.
+#[utoipa::path(post, path = "/v1/batch", tag = "ingest",
+    request_body(content = Object, description = "a batch: {v, writeKey, batchId, sentAt, attempt, sdk, events[]}", content_type = "application/json"),
+    responses(
+        (status = 202, description = "stored: {accepted, duplicates}"),
+        (status = 400, description = "the batch breaks the wire contract; the message names the field", body = crate::admin::ErrorResponse),
+        (status = 401, description = "unknown write key", body = crate::admin::ErrorResponse),
+        (status = 403, description = "origin not allowed for this write key", body = crate::admin::ErrorResponse),
+        (status = 413, description = "body or event too large", body = crate::admin::ErrorResponse),
+        (status = 429, description = "rate limited; see Retry-After", body = crate::admin::ErrorResponse),
+        (status = 503, description = "storage unavailable or backlog high; see Retry-After", body = crate::admin::ErrorResponse)))]
 pub async fn batch(State(relay): State<Arc<Relay>>, req: Request) -> Response {
     let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
     let result = accept(&relay, req, origin.as_deref()).await;
@@ -141,7 +151,8 @@ async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack
         }
     })?;
     let batch = wire::decode_batch(&body.to_bytes())?;
-    let source = relay.config.source(&batch.write_key).ok_or(Error::UnknownWriteKey)?;
+    let catalog = relay.registry.current();
+    let source = catalog.source(&batch.write_key).ok_or(Error::UnknownWriteKey)?;
     if let Some(origin) = origin {
         if !source.origins.allows(origin) {
             return Err(Error::OriginNotAllowed(origin.to_string()));
@@ -152,7 +163,7 @@ async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack
         .take(&relay.limiter.keys, batch.write_key.clone(), limits.key_rate)
         .map_err(|retry_after| Error::RateLimited { per: "for this write key", retry_after })?;
 
-    let rules = &relay.config.rules;
+    let rules = &catalog.rules;
     let mut events = Vec::with_capacity(batch.events.len());
     for event in &batch.events {
         let value = serde_json::to_value(event).expect("wire types serialise");
@@ -160,14 +171,12 @@ async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack
             .route(&event.event, &value)
             .into_iter()
             .filter_map(|(hook, verdict)| {
-                let webhook_id = relay.config.webhooks[hook].id.clone();
+                let webhook_id = catalog.webhooks[hook].id.clone();
                 match verdict {
                     Ok(false) => None,
-                    Ok(true) if relay.dispatcher.is_disabled(&webhook_id) => Some(NewDelivery {
-                        webhook_id,
-                        status: Status::Dead,
-                        error: Some("webhook disabled after 410 Gone".into()),
-                    }),
+                    Ok(true) if relay.dispatcher.is_disabled(&webhook_id) => {
+                        Some(NewDelivery { webhook_id, status: Status::Dead, error: Some("webhook disabled".into()) })
+                    }
                     Ok(true) => Some(NewDelivery { webhook_id, status: Status::Pending, error: None }),
                     Err(message) => Some(NewDelivery { webhook_id, status: Status::Failed, error: Some(message) }),
                 }
@@ -196,83 +205,18 @@ async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack
 }
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "the process is up")))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: storage reachable and migrations applied.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "storage reachable, schema current"),
+    (status = 503, description = "storage unreachable", body = crate::admin::ErrorResponse)))]
 pub async fn readyz(State(relay): State<Arc<Relay>>) -> Response {
     match relay.storage.ready().await {
         Ok(()) => Json(serde_json::json!({"status": "ready", "backlog": relay.dispatcher.backlog()})).into_response(),
         Err(e) => e.into_response(),
     }
-}
-
-fn admin(relay: &Relay, headers: &HeaderMap) -> Result<()> {
-    let expected = relay.config.admin_token.as_deref().ok_or(Error::Unauthorized)?;
-    let given =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    // Compare in constant time so the token cannot be guessed byte by byte.
-    match given {
-        Some(g)
-            if g.len() == expected.len()
-                && g.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 =>
-        {
-            Ok(())
-        }
-        _ => Err(Error::Unauthorized),
-    }
-}
-
-/// `GET /admin/webhooks`: each webhook, whether it is disabled, and delivery counts.
-pub async fn admin_webhooks(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Result<Json<serde_json::Value>> {
-    admin(&relay, &headers)?;
-    let disabled: HashMap<String, String> = relay.storage.disabled_webhooks().await?.into_iter().collect();
-    let hooks: Vec<_> = relay
-        .config
-        .webhooks
-        .iter()
-        .map(|w| serde_json::json!({"id": w.id, "disabled": disabled.get(&w.id)}))
-        .collect();
-    let counts: HashMap<String, i64> = relay.storage.counts().await?.into_iter().collect();
-    Ok(Json(serde_json::json!({"webhooks": hooks, "deliveries": counts, "backlog": relay.dispatcher.backlog()})))
-}
-
-#[derive(Deserialize)]
-pub struct DeliveryQuery {
-    #[serde(default = "dead")]
-    status: String,
-    webhook: Option<String>,
-}
-
-fn dead() -> String {
-    "dead".into()
-}
-
-/// `GET /admin/deliveries?status=dead&webhook=ID`.
-pub async fn admin_deliveries(
-    State(relay): State<Arc<Relay>>,
-    headers: HeaderMap,
-    Query(q): Query<DeliveryQuery>,
-) -> Result<Json<serde_json::Value>> {
-    admin(&relay, &headers)?;
-    let status = match q.status.as_str() {
-        "pending" => Status::Pending,
-        "delivered" => Status::Delivered,
-        "failed" => Status::Failed,
-        "dead" => Status::Dead,
-        other => return Err(Error::NotFound(format!("status {other:?} is not pending, delivered, failed or dead"))),
-    };
-    let rows = relay.storage.deliveries(status, q.webhook, 0, i64::MAX).await?;
-    Ok(Json(serde_json::json!({ "deliveries": rows })))
-}
-
-/// `GET /admin/deliveries/{id}/attempts`.
-pub async fn admin_attempts(
-    State(relay): State<Arc<Relay>>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> Result<Json<serde_json::Value>> {
-    admin(&relay, &headers)?;
-    Ok(Json(serde_json::json!({ "attempts": relay.storage.attempts(id).await? })))
 }

@@ -13,6 +13,8 @@
 //! - [`ssrf`]: which addresses a delivery may dial (plus the DNS resolver
 //!   that applies it to every connection).
 //! - [`rules`]: `when` conditions and body/url templates (minijinja).
+//! - [`catalog`]: the webhooks and sources in force, from the file and the
+//!   admin API, as immutable snapshots (its [`catalog::Registry`] does the IO).
 //! - [`config`]: the TOML file → the resolved [`config::Config`], with line numbers.
 //! - [`samples`]: sample events for `send-test` (the SDK's golden fixtures).
 //!
@@ -31,6 +33,7 @@
 //! [`error`] holds the crate's one error type.
 
 pub mod admin;
+pub mod catalog;
 pub mod config;
 pub mod console;
 pub mod delivery;

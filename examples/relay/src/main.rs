@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cuecast_relay::catalog::{self, Catalog};
 use cuecast_relay::config::Config;
 use cuecast_relay::delivery::Sender;
 use cuecast_relay::signing::Secret;
@@ -109,6 +110,19 @@ async fn open(config: &Config) -> Result<Storage> {
     Storage::open(&config.storage, options).await
 }
 
+/// `check-config`'s comparison of the file with the stored webhooks.
+async fn stored_differences(config: &Config) -> Result<Vec<String>> {
+    if let cuecast_relay::config::Storage::Sqlite(path) = &config.storage {
+        if !path.exists() {
+            return Ok(vec![]);
+        }
+    }
+    let storage = Storage::open(&config.storage, storage::Options { migrate: false, ..Default::default() }).await?;
+    let (_, stored, _) = storage.load_catalog().await?;
+    let (file, _) = catalog::from_file(config, 0);
+    Ok(catalog::differences(&file, &stored))
+}
+
 fn parse_time(s: &Option<String>, default: i64) -> Result<i64> {
     match s {
         None => Ok(default),
@@ -135,6 +149,15 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                     config.webhooks.len(),
                     storage::describe(&config.storage)
                 );
+                // What the admin API changed relative to this file, when storage can be read.
+                match stored_differences(&config).await {
+                    Ok(lines) => {
+                        for line in lines {
+                            println!("{}: {line}", path.display());
+                        }
+                    }
+                    Err(e) => println!("{}: stored webhooks not compared: {e}", path.display()),
+                }
             }
             Err(Error::Config { path, errors }) => {
                 for e in &errors {
@@ -155,15 +178,16 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::SendTest { config, webhook, event } => {
             let config = std::sync::Arc::new(Config::load(&config)?);
-            let (hook, _) = config
+            let catalog = Catalog::of_file(&config);
+            let (hook, _) = catalog
                 .webhook(&webhook)
                 .ok_or_else(|| Error::Usage(format!("no webhook {webhook:?} in the config")))?;
             let event = match event {
                 Some(path) => serde_json::from_slice(&std::fs::read(&path)?)
                     .map_err(|e| Error::Usage(format!("{}: not JSON: {e}", path.display())))?,
-                None => cuecast_relay::samples::for_webhook(&config, hook),
+                None => cuecast_relay::samples::for_webhook(&catalog, hook),
             };
-            let request = config.rules.render(hook, &event);
+            let request = catalog.rules.render(hook, &event);
             match &request {
                 Ok(r) => {
                     println!("{} {}", if r.body.is_some() { "POST" } else { "GET" }, r.url);
@@ -174,7 +198,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 Err(e) => println!("render failed: {e}"),
             }
             let msg_id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
-            let result = Sender::new(config.clone())?.send(hook, &msg_id, &event).await;
+            let result = Sender::new(config.clone())?.send(&catalog, hook, &msg_id, &event).await;
             println!("---");
             match result.http_status {
                 Some(s) => println!("HTTP {s} in {} ms", result.duration.as_millis()),

@@ -1,9 +1,9 @@
-//! Sample events for `send-test`: the SDK's golden fixtures, so a test
+//! Sample events for `send-test` and the admin API's test and preview: the SDK's golden fixtures, so a test
 //! delivery looks exactly like a real one.
 
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::catalog::Catalog;
 
 const FIXTURES: [&str; 7] = [
     include_str!("../../../tests/fixtures/events/survey_submitted_nps.json"),
@@ -17,11 +17,11 @@ const FIXTURES: [&str; 7] = [
 
 /// A sample event for webhook `hook`: preferably one that passes its `when`,
 /// else one whose name matches, else the custom fixture renamed.
-pub fn for_webhook(config: &Config, hook: usize) -> Value {
+pub fn for_webhook(catalog: &Catalog, hook: usize) -> Value {
     let samples: Vec<Value> = FIXTURES.iter().map(|s| serde_json::from_str(s).expect("fixtures are JSON")).collect();
     let name = |v: &Value| v["event"].as_str().unwrap_or_default().to_string();
     let routed =
-        |v: &Value| config.rules.route(&name(v), v).into_iter().find(|(h, _)| *h == hook).map(|(_, verdict)| verdict);
+        |v: &Value| catalog.rules.route(&name(v), v).into_iter().find(|(h, _)| *h == hook).map(|(_, verdict)| verdict);
     let mut chosen = samples
         .iter()
         .find(|v| matches!(routed(v), Some(Ok(true))))
@@ -29,7 +29,7 @@ pub fn for_webhook(config: &Config, hook: usize) -> Value {
         .cloned()
         .unwrap_or_else(|| {
             let mut custom = samples[6].clone();
-            let pattern = config.webhooks[hook].events.first();
+            let pattern = catalog.webhooks[hook].events.first();
             let renamed = match pattern {
                 Some(crate::policy::Pattern::Exact(n)) => n.clone(),
                 Some(crate::policy::Pattern::Prefix(p)) => format!("{p}test"),

@@ -10,8 +10,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::decompression::RequestDecompressionLayer;
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::catalog::Registry;
 use crate::config::Config;
 use crate::delivery::Dispatcher;
 use crate::error::Result;
@@ -22,6 +24,8 @@ use crate::storage::{self, now_ms, Storage, PRUNE_BATCH};
 pub struct Relay {
     pub config: Arc<Config>,
     pub storage: Storage,
+    /// The webhooks and sources in force (the file's and the admin API's).
+    pub registry: Arc<Registry>,
     pub dispatcher: Dispatcher,
     pub limiter: Limiter,
 }
@@ -34,14 +38,17 @@ impl Relay {
         let options =
             storage::Options { migrate: config.migrate_on_start, lease: limits.lease, wait: limits.storage_wait };
         let storage = Storage::open(&config.storage, options).await?;
-        let dispatcher = Dispatcher::start(config.clone(), storage.clone()).await?;
-        Ok(Arc::new(Relay { config, storage, dispatcher, limiter: Limiter::default() }))
+        let registry = Arc::new(Registry::open(storage.clone(), &config).await?);
+        let dispatcher = Dispatcher::start(config.clone(), storage.clone(), registry.clone()).await?;
+        Ok(Arc::new(Relay { config, storage, registry, dispatcher, limiter: Limiter::default() }))
     }
 }
 
 /// The HTTP routes, and the OpenAPI document that describes them.
 pub fn app(relay: Arc<Relay>) -> Router {
-    let (admin, api) = OpenApiRouter::new().nest("/admin/v1", crate::admin::router(relay.clone())).split_for_parts();
+    let (admin, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/admin/v1", crate::admin::router(relay.clone()))
+        .split_for_parts();
     // Rendered once: the routes do not change while the relay runs.
     let api: Arc<str> = api.to_pretty_json().expect("the OpenAPI document serialises").into();
     Router::new()
@@ -62,10 +69,32 @@ pub fn app(relay: Arc<Relay>) -> Router {
         )
         .route("/healthz", get(ingest::healthz))
         .route("/readyz", get(ingest::readyz))
-        .route("/admin/webhooks", get(ingest::admin_webhooks))
-        .route("/admin/deliveries", get(ingest::admin_deliveries))
-        .route("/admin/deliveries/{id}/attempts", get(ingest::admin_attempts))
         .with_state(relay)
+}
+
+/// The OpenAPI document's frame: the ingest and health routes (routed by
+/// hand below, for their layers) and the admin API's bearer scheme; the
+/// admin paths are added by `OpenApiRouter` from the same macros that route them.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "cuecast relay", description = "Ingest of SDK batches, and the admin API (see docs/ADMIN_API.md)."),
+    paths(ingest::batch, ingest::healthz, ingest::readyz),
+    modifiers(&BearerToken),
+    security(("admin_token" = [])),
+)]
+struct ApiDoc;
+
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("the [admin] token")).build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("admin_token", SecurityScheme::Http(scheme));
+    }
 }
 
 /// How often old, finished events are pruned.
@@ -105,7 +134,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let relay = Relay::start(config).await?;
-    tracing::info!(addr = %listener.local_addr()?, webhooks = relay.config.webhooks.len(), "cuecast-relay listening");
+    let webhooks = relay.registry.current().webhooks.len();
+    tracing::info!(addr = %listener.local_addr()?, webhooks, "cuecast-relay listening");
+    if relay.config.admin_token.is_none() {
+        tracing::info!("the admin API and console are off: set [admin] token (or CUECAST_ADMIN_TOKEN) to turn them on");
+    }
     let pruner = {
         let relay = relay.clone();
         tokio::spawn(async move {

@@ -162,7 +162,8 @@ fn setup(hook_url: &str) -> (TestDb, std::path::PathBuf) {
     .unwrap();
     let out =
         Command::new(env!("CARGO_BIN_EXE_cuecast-relay")).args(["migrate", "--config"]).arg(&config).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("schema version 0 -> 2"), "{out:?}");
+    let v = cuecast_relay::storage::SCHEMA_VERSION;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("schema version 0 -> {v}")), "{out:?}");
     (db, config)
 }
 

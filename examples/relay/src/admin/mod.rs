@@ -10,22 +10,79 @@
 //! input with the same rules as `check-config`, call [`crate::storage`],
 //! and answer JSON; errors are the crate's [`Error`].
 
+pub mod sources;
+pub mod webhooks;
+
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FieldError, Result};
 use crate::Relay;
 
 /// The admin routes, to nest under `/admin/v1`.
 pub fn router(relay: Arc<Relay>) -> OpenApiRouter<Arc<Relay>> {
-    OpenApiRouter::new().layer(middleware::from_fn_with_state(relay, require_token))
+    OpenApiRouter::new()
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::show, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::disable))
+        .routes(routes!(webhooks::enable))
+        .routes(routes!(webhooks::rotate))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(webhooks::preview))
+        .routes(routes!(webhooks::preview_unsaved))
+        .routes(routes!(sources::list, sources::create))
+        .routes(routes!(sources::update, sources::revoke))
+        .layer(middleware::from_fn_with_state(relay, require_token))
+}
+
+/// The error body, for the OpenAPI document (the type itself is the wire
+/// crate's `ErrorBody`; `fields` comes with code `invalid` only).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorObject,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorObject {
+    /// Stable, e.g. `invalid`, `not_found`, `conflict`, `unauthorized`.
+    pub code: String,
+    pub message: String,
+    /// With `invalid`: every problem, each naming its field.
+    pub fields: Option<Vec<FieldError>>,
+}
+
+/// A JSON body, or a 400 naming the field that is wrong (`url`,
+/// `retry[1]`, or the missing or unknown key), not just a line and column.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let text = inner.to_string();
+        // serde names a missing key in backticks, at the parent's path (an
+        // unknown key's path is the key itself).
+        let missing = text.strip_prefix("missing field `").and_then(|t| t.split('`').next());
+        let field = match (missing, path.as_str()) {
+            (Some(name), "." | "") => name.to_string(),
+            (Some(name), parent) => format!("{parent}.{name}"),
+            (None, "." | "") => "body".to_string(),
+            (None, path) => path.to_string(),
+        };
+        // Drop serde_json's position suffix: the field says where.
+        let message = text.split(" at line ").next().unwrap_or(&text).to_string();
+        let message =
+            if inner.is_syntax() || inner.is_eof() { format!("is not valid JSON: {message}") } else { message };
+        Error::Invalid(vec![FieldError::new(field, message)])
+    })
 }
 
 /// Lets a request through only with `Authorization: Bearer <[admin] token>`.

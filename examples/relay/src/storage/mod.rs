@@ -18,6 +18,7 @@
 //! every method is async (a `dyn` trait would box each future), and a `match`
 //! per method keeps the dispatch in one readable place.
 
+mod catalog;
 pub mod postgres;
 pub mod sqlite;
 
@@ -172,7 +173,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// The number of the newest schema migration of both backends (they move together).
-pub const SCHEMA_VERSION: usize = 2;
+pub const SCHEMA_VERSION: usize = 3;
 
 /// Rows deleted per retention batch: small enough that ingest never waits long.
 pub const PRUNE_BATCH: usize = 1000;

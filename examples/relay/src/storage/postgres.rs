@@ -89,6 +89,27 @@ const MIGRATIONS: &[&str] = &[
         at         BIGINT NOT NULL
     );
     "#,
+    // 3: webhooks and sources, from the file and the admin API (see `catalog`).
+    r#"
+    CREATE TABLE webhooks (
+        id         TEXT PRIMARY KEY,
+        spec       TEXT NOT NULL,
+        secrets    TEXT NOT NULL,
+        origin     TEXT NOT NULL,
+        edited     BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE TABLE sources (
+        write_key  TEXT PRIMARY KEY,
+        origins    TEXT NOT NULL,
+        origin     TEXT NOT NULL,
+        edited     BOOLEAN NOT NULL DEFAULT FALSE,
+        revoked_at BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    "#,
 ];
 const _: () = assert!(MIGRATIONS.len() == SCHEMA_VERSION);
 
@@ -259,7 +280,7 @@ impl Postgres {
         Ok(Postgres { pool, me, lease_ms, writes: TaskTracker::new(), results, unstored, storing })
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Client> {
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Client> {
         self.pool.get().await.map_err(|e| Error::Storage(format!("PostgreSQL: {e}")))
     }
 

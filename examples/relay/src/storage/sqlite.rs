@@ -72,6 +72,27 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
     ALTER TABLE deliveries ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: webhooks and sources, from the file and the admin API (see `catalog`).
+    r#"
+    CREATE TABLE webhooks (
+        id         TEXT PRIMARY KEY,
+        spec       TEXT NOT NULL,    -- the definition as JSON (config::WebhookSpec)
+        secrets    TEXT NOT NULL,    -- [{"secret","expires_at"}]
+        origin     TEXT NOT NULL,    -- 'config' or 'api'
+        edited     INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE sources (
+        write_key  TEXT PRIMARY KEY,
+        origins    TEXT NOT NULL,    -- JSON list, or ["*"]
+        origin     TEXT NOT NULL,
+        edited     INTEGER NOT NULL DEFAULT 0,
+        revoked_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    "#,
 ];
 const _: () = assert!(MIGRATIONS.len() == SCHEMA_VERSION);
 
@@ -146,7 +167,10 @@ impl Sqlite {
 
     /// Runs `f` on the writer thread inside the shared transaction and
     /// answers once that transaction has committed.
-    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    pub(super) async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = in_savepoint(conn, f);
@@ -467,7 +491,7 @@ fn check_version(conn: &Connection) -> Result<()> {
     }
 }
 
-fn bump(conn: &Connection, key: &str) -> Result<()> {
+pub(super) fn bump(conn: &Connection, key: &str) -> Result<()> {
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?1, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1",
         params![key],
