@@ -16,6 +16,7 @@
 const TOKEN_KEY = "cuecast:console:v1:token";
 const API = "/admin/v1";
 const POLL_MS = 2000;
+const HEALTH_POLL_MS = 5000;
 const PREVIEW_DELAY_MS = 300;
 const STATUSES = ["pending", "delivered", "failed", "dead"];
 
@@ -329,16 +330,16 @@ function focusHeading() {
  * Calls `tick` every POLL_MS until the page is left, skipping while the tab
  * is hidden and never overlapping two calls.
  */
-function poll(ctx, tick) {
+function poll(ctx, tick, every = POLL_MS) {
   let timer = null;
   const loop = async () => {
     if (ctx.signal.aborted) return;
     if (!document.hidden) {
       try { await tick(); } catch (e) { if (e.name !== "AbortError" && e.status !== 401) note(`Live updates paused: ${e.message}`); }
     }
-    if (!ctx.signal.aborted) timer = setTimeout(loop, POLL_MS);
+    if (!ctx.signal.aborted) timer = setTimeout(loop, every);
   };
-  timer = setTimeout(loop, POLL_MS);
+  timer = setTimeout(loop, every);
   ctx.signal.addEventListener("abort", () => clearTimeout(timer));
 }
 
@@ -436,19 +437,40 @@ signOutButton.addEventListener("click", () => {
 
 // ---------------------------------------------------------------- webhooks
 
-async function webhooksPage(ctx) {
+/** Why a webhook is disabled, or null when it is enabled (a reason string, or `{reason, at}`). */
+const disabledReason = (w) => (w.disabled == null ? null : typeof w.disabled === "string" ? w.disabled : w.disabled.reason ?? "");
+
+/**
+ * The webhooks with their last hour: `health` where the API gives it;
+ * otherwise the hour window of `/stats` and the newest error among each
+ * webhook's recent, failed and dead deliveries.
+ */
+async function webhooksWithHealth(ctx) {
   const { items } = await api("GET", "/webhooks", undefined, ctx);
+  if (items.every((w) => w.health)) return items;
+  const stats = await api("GET", "/stats", undefined, ctx).catch(() => null);
+  const hour = new Map((stats?.webhooks ?? []).map((s) => [s.id, s.hour]));
+  const since = Date.now() - 3600_000;
+  return Promise.all(items.map(async (w) => {
+    if (w.health) return w;
+    const queries = [{ limit: 20 }, { status: "dead", limit: 1 }, { status: "failed", limit: 1 }];
+    const lists = await Promise.all(queries.map((query) =>
+      api("GET", `/deliveries${q({ webhook: w.id, ...query })}`, undefined, ctx).then((r) => r.items, () => [])));
+    const newest = lists.flat().filter((d) => d.last_error && d.updated_at >= since).sort((a, b) => b.updated_at - a.updated_at)[0];
+    return { ...w, health: { ...(hour.get(w.id) ?? {}), last_error: newest?.last_error ?? null } };
+  }));
+}
+
+async function webhooksPage(ctx) {
+  const items = await webhooksWithHealth(ctx);
   const { el, tbody } = table("Webhooks", ["Webhook", "Sends to", "Last hour", "Last error", "State"]);
   syncRows(tbody, items, (w) => w.id, webhookRow);
   render(ctx, "Webhooks",
     h("div", { class: "title" }, h("h1", { tabindex: -1 }, "Webhooks"), h("a", { class: "button", href: "#/webhooks/new" }, "New webhook")),
     items.length ? el : h("p", { class: "empty" }, "No webhooks yet. Create one here, or add ", code("[[webhook]]"), " tables to the configuration."));
   focusHeading();
-  // Health at a glance stays current without a reload.
-  poll(ctx, async () => {
-    const fresh = await api("GET", "/webhooks", undefined, ctx);
-    syncRows(tbody, fresh.items, (w) => w.id, webhookRow);
-  });
+  // Health at a glance stays current without a reload (less often than the deliveries: it costs a few queries per webhook).
+  poll(ctx, async () => syncRows(tbody, await webhooksWithHealth(ctx), (w) => w.id, webhookRow), HEALTH_POLL_MS);
 }
 
 function webhookRow(w) {
@@ -463,8 +485,15 @@ function webhookRow(w) {
       health.dead ? h("a", { href: `#/deliveries${q({ webhook: w.id, status: "dead" })}`, class: "bad" }, `${health.dead} dead`) : null,
       health.pending ? h("span", {}, `${health.pending} pending`) : null)),
     cell("Last error", health.last_error ? h("span", { class: "error-text" }, health.last_error) : h("span", { class: "muted" }, "none")),
-    cell("State", w.disabled ? h("span", { class: "badge dead", title: w.disabled.reason ?? "" }, "disabled") : h("span", { class: "badge delivered" }, "enabled"),
-      w.disabled?.reason ? h("div", { class: "muted small" }, w.disabled.reason) : null));
+    cell("State", disabledReason(w) != null ? h("span", { class: "badge dead" }, "disabled") : h("span", { class: "badge delivered" }, "enabled"),
+      disabledReason(w) ? h("div", { class: "muted small" }, disabledReason(w)) : null,
+      notInForce(w)));
+}
+
+/** Why a stored definition is not in force (e.g. https_only set since it was saved), if it is not. */
+function notInForce(w) {
+  if (!w.problems?.length) return null;
+  return h("div", { class: "error-text small" }, "Not in force: ", w.problems.map((p) => `${p.field}: ${p.message}`).join("; "));
 }
 
 /** The JSON definition the form describes (keys as in a `[[webhook]]` table), or field problems. */
@@ -637,10 +666,11 @@ async function webhookForm(ctx, _query, id) {
 function webhookStatus(w) {
   const health = w.health ?? {};
   return h("p", { class: "status-line" },
-    w.disabled ? h("span", { class: "badge dead" }, "disabled") : h("span", { class: "badge delivered" }, "enabled"), " ",
-    `Last hour: ${health.delivered ?? 0} delivered, ${health.failed ?? 0} failed, ${health.dead ?? 0} dead, ${health.pending ?? 0} pending. `,
+    disabledReason(w) != null ? h("span", { class: "badge dead" }, "disabled") : h("span", { class: "badge delivered" }, "enabled"), " ",
+    `Last hour: ${health.delivered ?? 0} delivered, ${health.failed ?? 0} failed, ${health.dead ?? 0} dead${health.pending != null ? `, ${health.pending} pending` : ""}. `,
     h("a", { href: `#/deliveries${q({ webhook: w.id })}` }, "Its deliveries"),
-    w.origin === "config" ? h("span", { class: "muted" }, w.edited ? " · from the configuration file, changed here since" : " · from the configuration file") : null);
+    w.origin === "config" ? h("span", { class: "muted" }, w.edited ? " · from the configuration file, changed here since" : " · from the configuration file") : null,
+    notInForce(w));
 }
 
 /** Enable/disable, secrets, a test send and delete: the actions on a saved webhook. */
@@ -649,16 +679,17 @@ function webhookManage(ctx, w) {
   const result = h("div", { "aria-live": "polite" });
 
   const stateForm = h("form", { class: "inline-form", novalidate: true });
-  if (w.disabled) {
-    stateForm.append(h("p", {}, "Disabled", w.disabled.reason ? `: ${w.disabled.reason}` : "", ". New deliveries become dead letters until it is enabled."),
+  const disabled = disabledReason(w) != null;
+  if (disabled) {
+    stateForm.append(h("p", {}, "Disabled", disabledReason(w) ? `: ${disabledReason(w)}` : "", ". New deliveries become dead letters until it is enabled."),
       formError(), h("button", { type: "submit" }, "Enable"));
   } else {
     stateForm.append(field({ label: "Reason to disable (optional)", name: "reason", autocomplete: "off" }), formError(), h("button", { type: "submit", class: "quiet" }, "Disable"));
   }
   stateForm.addEventListener("submit", async (e) => {
     e.preventDefault();
-    const body = w.disabled ? undefined : { reason: stateForm.elements.reason.value.trim() || undefined };
-    if (await submitting(stateForm, () => api("POST", `${path}/${w.disabled ? "enable" : "disable"}`, body ?? {}, ctx).then(() => true))) route();
+    const body = disabled ? {} : { reason: stateForm.elements.reason.value.trim() || undefined };
+    if (await submitting(stateForm, () => api("POST", `${path}/${disabled ? "enable" : "disable"}`, body, ctx).then(() => true))) route();
   });
 
   const rotateForm = h("form", { class: "inline-form", novalidate: true },
