@@ -116,8 +116,9 @@ async function copy(text, input, status) {
 function secretPanel(title, secret, extra) {
   const input = h("input", { id: nextId("secret"), readonly: true, value: secret, class: "secret", spellcheck: "false" });
   const status = h("p", { class: "hint", role: "status" });
-  return h("section", { class: "panel secret-panel", "aria-labelledby": "secret-title" },
-    h("h2", { id: "secret-title" }, title),
+  const titleId = nextId("secret-title");
+  return h("section", { class: "panel secret-panel", "aria-labelledby": titleId },
+    h("h2", { id: titleId }, title),
     h("p", {}, "Copy it now: the relay keeps only a hint of it and will not show it again. Receivers use it to check the ",
       code("webhook-signature"), " header."),
     h("label", { for: input.id }, "Signing secret"),
@@ -191,14 +192,20 @@ const q = (params) => {
 /** `webhook.events[2]` → `events`: the input a field error belongs to. */
 const baseField = (name) => String(name).replace(/^webhook\./, "").split(/[.[]/)[0];
 
-function clearErrors(form) {
-  for (const el of form.querySelectorAll(".field-error, .form-error")) { el.hidden = true; el.textContent = ""; }
-  for (const el of form.querySelectorAll("[aria-invalid]")) {
+/** Hides the errors inside `scope` (a form, or one field's box) and unmarks its inputs. */
+function clearErrors(scope) {
+  for (const el of scope.querySelectorAll(".field-error, .form-error")) { el.hidden = true; el.textContent = ""; }
+  for (const el of scope.querySelectorAll("[aria-invalid]")) {
     el.removeAttribute("aria-invalid");
     const ids = (el.getAttribute("aria-describedby") ?? "").split(" ").filter((id) => id && !id.endsWith("-error"));
     if (ids.length) el.setAttribute("aria-describedby", ids.join(" ")); else el.removeAttribute("aria-describedby");
   }
 }
+
+// A field's error goes as soon as the person changes that field: it no longer describes what is there.
+document.addEventListener("input", (e) => {
+  if (e.target.closest?.("[aria-invalid]")) clearErrors(e.target.closest("[data-field]") ?? e.target.form);
+});
 
 /**
  * Puts each of `problems` ({field, message}) under its input and focuses the
