@@ -552,6 +552,7 @@ async function webhookForm(ctx, _query, id) {
   const eventsBox = h("fieldset", { class: "field", "data-field": "events" },
     h("legend", {}, "Events"),
     h("p", { class: "hint", id: "events-hint" }, "The event names that trigger this webhook: the built-in kinds and the names this relay has seen."),
+    known.length ? null : h("p", { class: "muted" }, "No names known yet: type them in the next field."),
     h("div", { class: "checks" }, known.map((n) => {
       const cid = nextId("event");
       return h("div", { class: "check" }, h("input", { type: "checkbox", id: cid, name: "event", value: n, checked: chosen.has(n) }), h("label", { for: cid }, n));

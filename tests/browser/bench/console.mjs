@@ -14,7 +14,8 @@
 // Run (from the repository root; xtask's bench runs a fixed list of scripts, so not from there yet):
 //   cargo build --release -p cuecast-relay --bins
 //   node tests/browser/bench/console.mjs [--events 100000] [--attempts-per-delivery 3] [--runs 5] [--storage URL]
-// With --storage pointing at an already filled database the fill is skipped.
+// --storage fills that database instead of a new SQLite file (e.g. a throw-away PostgreSQL database);
+// the relay serves it with the configuration `fill` prints (its four webhooks), on a free port.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -36,20 +37,15 @@ const round = (x) => (x == null ? null : Math.round(x));
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cuecast-console-bench-"));
 const storage = arg("--storage", `sqlite://${dir}/cuecast.db`);
-let fillSeconds = null;
-if (!process.argv.includes("--storage")) {
-  const started = performance.now();
-  const fill = spawnSync(benchBin, ["fill", "--storage", storage, "--events", String(events), "--attempts-per-delivery", String(perDelivery)], { stdio: ["ignore", "inherit", "inherit"] });
-  if (fill.status !== 0) throw new Error(`${benchBin} fill failed (${fill.status ?? fill.signal}); build it with cargo build --release -p cuecast-relay --bins`);
-  fillSeconds = (performance.now() - started) / 1000;
-}
+const fill = spawnSync(benchBin, ["fill", "--storage", storage, "--events", String(events), "--attempts-per-delivery", String(perDelivery)],
+  { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
+if (fill.status !== 0) throw new Error(`${benchBin} fill failed (${fill.status ?? fill.signal}); build it with cargo build --release -p cuecast-relay --bins`);
+// One JSON line: what it wrote, how long it took, and a configuration that serves the result.
+const filled = JSON.parse(fill.stdout.trim().split("\n").pop());
 
-const relay = await startRelay(({ listen }) => `
-listen = "${listen}"
-storage = "${storage}"
-[admin]
-token = "${TOKEN}"
-`, { bin: relayBin, dir, readyMs: 120_000 });
+const relay = await startRelay(({ listen }) => filled.config
+  .replace(/^listen = .*$/m, `listen = "${listen}"`)
+  .replace(/^token = .*$/m, `token = "${TOKEN}"`), { bin: relayBin, dir, readyMs: 120_000 });
 const browser = await launchChromium();
 
 try {
@@ -88,7 +84,7 @@ try {
   }
   const out = {
     date: new Date().toISOString().slice(0, 10),
-    events, attempts_per_delivery: perDelivery, runs, fill_s: fillSeconds && Math.round(fillSeconds),
+    storage: storage.split(":")[0], events: filled.events, attempts: filled.attempts, runs, fill_s: filled.seconds,
     pages: figures,
   };
   const json = JSON.stringify(out, null, 2);
