@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::catalog::{Catalog, Registry};
 use crate::config::{Config, Method, DEFAULT_CONCURRENCY};
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::policy::{classify, next_delay, parse_retry_after, Outcome};
 use crate::signing::sign;
 use crate::ssrf::{check_url, GuardedResolver};
@@ -232,6 +233,7 @@ struct Inner {
     config: Arc<Config>,
     storage: Storage,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     sender: Sender,
     /// One queue and worker per webhook in force, by id; kept in line with
     /// the catalog by [`Dispatcher::catalog_changed`].
@@ -267,13 +269,19 @@ impl Inner {
 
 impl Dispatcher {
     /// Starts one worker per webhook, loads the stored backlog and starts the sweep.
-    pub async fn start(config: Arc<Config>, storage: Storage, registry: Arc<Registry>) -> Result<Dispatcher> {
+    pub async fn start(
+        config: Arc<Config>,
+        storage: Storage,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Dispatcher> {
         let sender = Sender::new(config.clone())?;
         let lease = config.limits.lease;
         let inner = Arc::new(Inner {
             config,
             storage,
             registry,
+            metrics,
             sender,
             queues: Mutex::new(HashMap::new()),
             disabled: Mutex::new(HashSet::new()),
@@ -616,6 +624,21 @@ async fn attempt(inner: &Arc<Inner>, mut d: PendingDelivery) {
     let next_at = next.map(|wait| at + result.duration.as_millis() as i64 + wait.as_millis() as i64);
     tracing::debug!(webhook = %w.id, delivery = d.id, attempt = d.attempts, status = ?result.http_status, outcome = ?status, "attempt");
     let finished = status != Status::Pending;
+    let outcome_label = match status {
+        Status::Delivered => "delivered",
+        Status::Pending => "retry",
+        Status::Failed => "failed",
+        Status::Dead => "dead",
+    };
+    inner.metrics.attempt(&w.id, outcome_label, result.duration.as_secs_f64());
+    if status == Status::Delivered {
+        let waited = (now_ms() - d.created_at).max(0) as f64 / 1000.0;
+        inner
+            .metrics
+            .event_to_webhook_seconds
+            .get_or_create(&crate::metrics::Hook { webhook: w.id.clone() })
+            .observe(waited);
+    }
     let owner = inner.clone();
     let id = d.id;
     inner.storage.record(

@@ -126,6 +126,11 @@ impl fmt::Display for ConfigErrors<'_> {
 }
 
 impl Error {
+    /// The stable code a client sees (also the `reason` label of rejections).
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
     /// The status and stable code a client sees.
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {

@@ -98,8 +98,16 @@ pub async fn batch(State(relay): State<Arc<Relay>>, req: Request) -> Response {
     let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
     let result = accept(&relay, req, origin.as_deref()).await;
     let mut response = match result {
-        Ok(ack) => (StatusCode::ACCEPTED, Json(ack)).into_response(),
-        Err(e) => e.into_response(),
+        Ok(ack) => {
+            relay.metrics.events_accepted.inc_by(ack.accepted);
+            relay.metrics.events_duplicate.inc_by(ack.duplicates);
+            (StatusCode::ACCEPTED, Json(ack)).into_response()
+        }
+        Err(e) => {
+            let reason = crate::metrics::Reason { reason: e.code().to_string() };
+            relay.metrics.batches_rejected.get_or_create(&reason).inc();
+            e.into_response()
+        }
     };
     // Let the page read the answer when its origin is one we serve, and read
     // an error whatever its origin: a page on an origin nobody configured
@@ -150,7 +158,9 @@ async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack
             Error::BadBody(e.to_string())
         }
     })?;
-    let batch = wire::decode_batch(&body.to_bytes())?;
+    let body = body.to_bytes();
+    relay.metrics.ingest_bytes.inc_by(body.len() as u64);
+    let batch = wire::decode_batch(&body)?;
     let catalog = relay.registry.current();
     let source = catalog.source(&batch.write_key).ok_or(Error::UnknownWriteKey)?;
     if let Some(origin) = origin {

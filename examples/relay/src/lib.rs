@@ -28,6 +28,7 @@
 //!   and schedule retries; the sweep that claims unheld work and the
 //!   heartbeat that renews this relay's leases.
 //! - [`admin`]: the admin API, `/admin/v1/*` (see `docs/ADMIN_API.md`).
+//! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`run`]: wires them together; `main.rs` (the CLI) and the tests call it alike.
 //!
 //! [`error`] holds the crate's one error type.
@@ -39,6 +40,7 @@ pub mod console;
 pub mod delivery;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
 pub mod policy;
 pub mod rules;
 pub mod samples;

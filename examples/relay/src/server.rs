@@ -10,6 +10,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -18,6 +20,7 @@ use crate::config::Config;
 use crate::delivery::Dispatcher;
 use crate::error::Result;
 use crate::ingest::{self, Limiter};
+use crate::metrics::Metrics;
 use crate::storage::{self, now_ms, Storage, PRUNE_BATCH};
 
 /// The running relay's shared state.
@@ -28,6 +31,7 @@ pub struct Relay {
     pub registry: Arc<Registry>,
     pub dispatcher: Dispatcher,
     pub limiter: Limiter,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Relay {
@@ -39,8 +43,9 @@ impl Relay {
             storage::Options { migrate: config.migrate_on_start, lease: limits.lease, wait: limits.storage_wait };
         let storage = Storage::open(&config.storage, options).await?;
         let registry = Arc::new(Registry::open(storage.clone(), &config).await?);
-        let dispatcher = Dispatcher::start(config.clone(), storage.clone(), registry.clone()).await?;
-        Ok(Arc::new(Relay { config, storage, registry, dispatcher, limiter: Limiter::default() }))
+        let metrics = Arc::new(Metrics::default());
+        let dispatcher = Dispatcher::start(config.clone(), storage.clone(), registry.clone(), metrics.clone()).await?;
+        Ok(Arc::new(Relay { config, storage, registry, dispatcher, limiter: Limiter::default(), metrics }))
     }
 }
 
@@ -69,7 +74,17 @@ pub fn app(relay: Arc<Relay>) -> Router {
         )
         .route("/healthz", get(ingest::healthz))
         .route("/readyz", get(ingest::readyz))
+        .route("/metrics", get(metrics))
         .with_state(relay)
+        // Every request gets an id (or keeps the caller's `x-request-id`),
+        // returned in the answer and carried by every log line it causes.
+        // Only method and path are logged: never headers (tokens) or query strings.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<axum::body::Body>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
 /// The OpenAPI document's frame: the ingest and health routes (routed by
@@ -95,6 +110,24 @@ impl utoipa::Modify for BearerToken {
             .get_or_insert_with(Default::default)
             .add_security_scheme("admin_token", SecurityScheme::Http(scheme));
     }
+}
+
+/// `GET /metrics`: Prometheus text; stored-state gauges are read now.
+async fn metrics(axum::extract::State(relay): axum::extract::State<Arc<Relay>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let m = &relay.metrics;
+    m.backlog.set(relay.dispatcher.backlog() as i64);
+    // Stored figures are best effort: without storage the counters still answer.
+    if let Ok(counts) = relay.storage.counts().await {
+        for (status, n) in counts {
+            m.deliveries.get_or_create(&crate::metrics::StatusLabel { status }).set(n);
+        }
+    }
+    if let Ok(oldest) = relay.storage.oldest_pending().await {
+        m.oldest_pending_seconds.set(oldest.map_or(0, |at| (now_ms() - at).max(0) / 1000));
+    }
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(axum::http::header::CONTENT_TYPE, content_type)], m.render()).into_response()
 }
 
 /// How often old, finished events are pruned.

@@ -88,6 +88,9 @@ pub struct PendingDelivery {
     pub event_body: Arc<str>,
     pub attempts: u32,
     pub next_attempt_at: i64,
+    /// When the delivery was created (its event accepted): the start of the
+    /// event-to-webhook latency.
+    pub created_at: i64,
 }
 
 /// One finished attempt and the delivery's state after it.
@@ -361,6 +364,15 @@ impl Storage {
         match self {
             Storage::Sqlite(s) => s.counts().await,
             Storage::Postgres(p) => p.counts().await,
+        }
+    }
+
+    /// When the oldest pending delivery was created (for `/metrics`).
+    pub async fn oldest_pending(&self) -> Result<Option<i64>> {
+        const SQL: &str = "SELECT MIN(created_at) FROM deliveries WHERE status = 'pending'";
+        match self {
+            Storage::Sqlite(s) => s.call(|c| Ok(c.query_row(SQL, [], |r| r.get(0))?)).await,
+            Storage::Postgres(p) => Ok(p.client().await?.query_one(SQL, &[]).await?.get(0)),
         }
     }
 

@@ -400,6 +400,7 @@ impl Postgres {
                             event_body: body.clone(),
                             attempts: 0,
                             next_attempt_at: now,
+                            created_at: now,
                         })
                     })
                     .collect();
@@ -484,8 +485,8 @@ impl Postgres {
                          SELECT id FROM deliveries
                          WHERE status = 'pending' AND lease_until < {NOW_MS} AND webhook_id = ANY($3)
                          ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED)
-                     RETURNING d.id, d.msg_id, d.webhook_id, d.attempts, COALESCE(d.next_attempt_at, d.created_at) AS due, d.event_id)
-                 SELECT c.id, c.msg_id, c.webhook_id, c.attempts, c.due, e.body FROM c JOIN events e ON e.id = c.event_id ORDER BY c.id"
+                     RETURNING d.id, d.msg_id, d.webhook_id, d.attempts, COALESCE(d.next_attempt_at, d.created_at) AS due, d.event_id, d.created_at)
+                 SELECT c.id, c.msg_id, c.webhook_id, c.attempts, c.due, e.body, c.created_at FROM c JOIN events e ON e.id = c.event_id ORDER BY c.id"
             ))
             .await?;
         let rows = client.query(&stmt, &[&&*self.me, &self.lease_ms, &webhooks, &(limit as i64)]).await?;
@@ -498,6 +499,7 @@ impl Postgres {
                 attempts: r.get::<_, i32>(3) as u32,
                 next_attempt_at: r.get(4),
                 event_body: r.get::<_, String>(5).into(),
+                created_at: r.get(6),
             })
             .collect();
         Ok(Work { disabled, pending })

@@ -245,6 +245,7 @@ impl Sqlite {
                             event_body: body.clone(),
                             attempts: 0,
                             next_attempt_at: now,
+                            created_at: now,
                         });
                     }
                 }
@@ -453,7 +454,7 @@ impl Sqlite {
 
 fn pending_rows(conn: &Connection) -> Result<Vec<PendingDelivery>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT d.id, d.msg_id, d.webhook_id, e.body, d.attempts, COALESCE(d.next_attempt_at, d.created_at)
+        "SELECT d.id, d.msg_id, d.webhook_id, e.body, d.attempts, COALESCE(d.next_attempt_at, d.created_at), d.created_at
          FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.status = 'pending' ORDER BY d.id",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -464,6 +465,7 @@ fn pending_rows(conn: &Connection) -> Result<Vec<PendingDelivery>> {
             event_body: r.get::<_, String>(3)?.into(),
             attempts: r.get(4)?,
             next_attempt_at: r.get(5)?,
+            created_at: r.get(6)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
