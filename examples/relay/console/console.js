@@ -448,18 +448,18 @@ signOutButton.addEventListener("click", () => {
 const disabledReason = (w) => (w.disabled == null ? null : typeof w.disabled === "string" ? w.disabled : w.disabled.reason ?? "");
 
 /**
- * The webhooks with their last hour: `health` where the API gives it;
- * otherwise the hour window of `/stats` and the newest error among each
- * webhook's recent, failed and dead deliveries.
+ * The webhooks with their last hour as `health`: the hour window of `/stats`
+ * and the newest error among each webhook's recent, failed and dead deliveries
+ * (the webhook list itself carries no health).
  */
 async function webhooksWithHealth(ctx) {
-  const { items } = await api("GET", "/webhooks", undefined, ctx);
-  if (items.every((w) => w.health)) return items;
-  const stats = await api("GET", "/stats", undefined, ctx).catch(() => null);
+  const [{ items }, stats] = await Promise.all([
+    api("GET", "/webhooks", undefined, ctx),
+    api("GET", "/stats", undefined, ctx).catch(() => null),
+  ]);
   const hour = new Map((stats?.webhooks ?? []).map((s) => [s.id, s.hour]));
   const since = Date.now() - 3600_000;
   return Promise.all(items.map(async (w) => {
-    if (w.health) return w;
     const queries = [{ limit: 20 }, { status: "dead", limit: 1 }, { status: "failed", limit: 1 }];
     const lists = await Promise.all(queries.map((query) =>
       api("GET", `/deliveries${q({ webhook: w.id, ...query })}`, undefined, ctx).then((r) => r.items, () => [])));
