@@ -457,15 +457,18 @@ async function webhooksWithHealth(ctx) {
     api("GET", "/webhooks", undefined, ctx),
     api("GET", "/stats", undefined, ctx).catch(() => null),
   ]);
-  const hour = new Map((stats?.webhooks ?? []).map((s) => [s.id, s.hour]));
+  return Promise.all(items.map(async (w) => ({ ...w, health: await health(ctx, w.id, stats) })));
+}
+
+/** One webhook's last hour: its `/stats` hour window plus the newest error of its recent, failed and dead deliveries. */
+async function health(ctx, id, stats) {
   const since = Date.now() - 3600_000;
-  return Promise.all(items.map(async (w) => {
-    const queries = [{ limit: 20 }, { status: "dead", limit: 1 }, { status: "failed", limit: 1 }];
-    const lists = await Promise.all(queries.map((query) =>
-      api("GET", `/deliveries${q({ webhook: w.id, ...query })}`, undefined, ctx).then((r) => r.items, () => [])));
-    const newest = lists.flat().filter((d) => d.last_error && d.updated_at >= since).sort((a, b) => b.updated_at - a.updated_at)[0];
-    return { ...w, health: { ...(hour.get(w.id) ?? {}), last_error: newest?.last_error ?? null } };
-  }));
+  const queries = [{ limit: 20 }, { status: "dead", limit: 1 }, { status: "failed", limit: 1 }];
+  const lists = await Promise.all(queries.map((query) =>
+    api("GET", `/deliveries${q({ webhook: id, ...query })}`, undefined, ctx).then((r) => r.items, () => [])));
+  const newest = lists.flat().filter((d) => d.last_error && d.updated_at >= since).sort((a, b) => b.updated_at - a.updated_at)[0];
+  const hour = stats?.webhooks?.find((s) => s.id === id)?.hour ?? {};
+  return { ...hour, last_error: newest?.last_error ?? null };
 }
 
 async function webhooksPage(ctx) {
@@ -488,9 +491,9 @@ function webhookRow(w) {
     cell("Sends to", h("span", { class: "method" }, w.method ?? "POST"), " ", h("span", { class: "url" }, w.url)),
     cell("Last hour", h("span", { class: "health" },
       h("a", { href: `#/deliveries${q({ webhook: w.id, status: "delivered" })}`, class: "ok", title: "delivered in the last hour" }, `${health.delivered ?? 0} delivered`),
-      h("a", { href: `#/deliveries${q({ webhook: w.id, status: "failed" })}`, class: health.failed ? "bad" : "", title: "failed attempts in the last hour" }, `${health.failed ?? 0} failed`),
+      h("a", { href: `#/deliveries${q({ webhook: w.id, status: "failed" })}`, class: health.failed ? "bad" : "", title: "failed for good in the last hour (not retried)" }, `${health.failed ?? 0} failed`),
       health.dead ? h("a", { href: `#/deliveries${q({ webhook: w.id, status: "dead" })}`, class: "bad" }, `${health.dead} dead`) : null,
-      health.pending ? h("span", {}, `${health.pending} pending`) : null)),
+      health.p50_ms != null ? h("span", { class: "muted", title: "attempt duration, median and 99th percentile" }, `${health.p50_ms} / ${health.p99_ms} ms`) : null)),
     cell("Last error", health.last_error ? h("span", { class: "error-text" }, health.last_error) : h("span", { class: "muted" }, "none")),
     cell("State", disabledReason(w) != null ? h("span", { class: "badge dead" }, "disabled") : h("span", { class: "badge delivered" }, "enabled"),
       disabledReason(w) ? h("div", { class: "muted small" }, disabledReason(w)) : null,
@@ -537,12 +540,14 @@ const matchesEvents = (name, patterns) =>
   patterns.some((p) => p === "*" || p === name || (p.endsWith(".*") && name.startsWith(p.slice(0, -1))));
 
 async function webhookForm(ctx, _query, id) {
-  const [webhook, names, recent] = await Promise.all([
+  const [webhook, names, recent, stats] = await Promise.all([
     id ? api("GET", `/webhooks/${encodeURIComponent(id)}`, undefined, ctx) : null,
     api("GET", "/event-names", undefined, ctx).then((r) => r.names, () => []),
     api("GET", "/events?limit=20", undefined, ctx).then((r) => r.items, () => []),
+    id ? api("GET", "/stats", undefined, ctx).catch(() => null) : null,
   ]);
-  const w = webhook?.webhook ?? webhook ?? {};
+  const w = webhook ?? {};
+  if (id) w.health = await health(ctx, id, stats);
   const chosen = new Set(w.events ?? []);
   const known = names;
   const more = [...chosen].filter((e) => !names.includes(e));
@@ -675,7 +680,8 @@ function webhookStatus(w) {
   const health = w.health ?? {};
   return h("p", { class: "status-line" },
     disabledReason(w) != null ? h("span", { class: "badge dead" }, "disabled") : h("span", { class: "badge delivered" }, "enabled"), " ",
-    `Last hour: ${health.delivered ?? 0} delivered, ${health.failed ?? 0} failed, ${health.dead ?? 0} dead${health.pending != null ? `, ${health.pending} pending` : ""}. `,
+    `Last hour: ${health.delivered ?? 0} delivered, ${health.failed ?? 0} failed, ${health.dead ?? 0} dead. `,
+    health.last_error ? h("span", { class: "error-text" }, `Last error: ${health.last_error}. `) : null,
     h("a", { href: `#/deliveries${q({ webhook: w.id })}` }, "Its deliveries"),
     w.origin === "config" ? h("span", { class: "muted" }, w.edited ? " · from the configuration file, changed here since" : " · from the configuration file") : null,
     notInForce(w));
