@@ -45,7 +45,10 @@ impl Admin {
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let req = self.client.post(format!("{}{path}", self.base)).bearer_auth(TOKEN)
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
             .header("content-type", "application/json")
             .body(body.to_string());
         Admin::answer(req).await
