@@ -9,6 +9,9 @@
 //!   `lease_until`), claimed with `FOR UPDATE SKIP LOCKED`, and taken over
 //!   by another relay when its lease runs out.
 //!
+//! [`admin`] holds what the admin API reads (lists keyset-paginated on
+//! indexes) and its replays, for both backends.
+//!
 //! [`Storage`] is the one type the rest of the relay sees. Its methods speak
 //! in relay terms (events, deliveries, attempts, leases), never SQL, and both
 //! backends keep the same logical schema, versioned by forward-only
