@@ -126,9 +126,11 @@ struct Row {
     status: &'static str,
     updated_at: i64,
     last_error: Option<String>,
-    /// (id, at, HTTP status, duration ms, error)
-    attempts: Vec<(i64, i64, Option<i32>, i64, Option<String>)>,
+    attempts: Vec<AttemptRow>,
 }
+
+/// (id, at, HTTP status, duration ms, error)
+type AttemptRow = (i64, i64, Option<i32>, i64, Option<String>);
 
 /// Event `i` of `n`, deterministic but for its random ids.
 fn row(i: usize, n: usize, per: usize, start: i64, span: i64, delivery_id: i64, attempt_id: i64) -> Row {

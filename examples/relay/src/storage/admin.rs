@@ -353,9 +353,8 @@ impl Storage {
     /// hour and the last day before `now` (Unix ms).
     pub async fn webhook_stats(&self, webhooks: Vec<String>, now: i64) -> Result<Vec<WebhookStats>> {
         let (hour, day) = (now - HOUR_MS, now - DAY_MS);
-        // (webhook, status, finished in the day, of which in the hour): the
-        // `deliveries_webhook` index (webhook, status, updated_at) answers each
-        // webhook alone, without reading a row.
+        // Counts: the `deliveries_webhook` index (webhook, status, updated_at)
+        // answers each webhook alone, without reading a row.
         let counts_sql = |p: Placeholder| {
             format!(
                 "SELECT status, COUNT(*), SUM(CASE WHEN updated_at >= {hour} THEN 1 ELSE 0 END) FROM deliveries
@@ -378,7 +377,7 @@ impl Storage {
                 p.nth(2)
             )
         };
-        let (counts, latencies): (Vec<(String, String, i64, i64)>, Vec<(Option<String>, i64, i64)>) = match self {
+        let (counts, latencies): (Vec<CountRow>, Vec<LatencyRow>) = match self {
             Storage::Sqlite(s) => {
                 let webhooks = webhooks.clone();
                 s.read(move |c| {
@@ -415,11 +414,16 @@ impl Storage {
     }
 }
 
+/// (webhook, status, finished in the day, of which in the hour).
+type CountRow = (String, String, i64, i64);
+/// (webhook, attempt time, duration ms); no webhook if the delivery is gone.
+type LatencyRow = (Option<String>, i64, i64);
+
 /// Puts the rows of [`Storage::webhook_stats`] together (pure, so both backends answer alike).
 fn assemble_stats(
     webhooks: Vec<String>,
-    counts: Vec<(String, String, i64, i64)>,
-    latencies: Vec<(Option<String>, i64, i64)>,
+    counts: Vec<CountRow>,
+    latencies: Vec<LatencyRow>,
     hour: i64,
 ) -> Vec<WebhookStats> {
     let mut durations: HashMap<String, (Vec<i64>, Vec<i64>)> = HashMap::new();
