@@ -196,6 +196,8 @@ async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack
             id: event.id.clone(),
             name: event.event.clone(),
             write_key: batch.write_key.clone(),
+            // PostgreSQL text cannot hold NUL, which an id may contain; such a user is found by the body alone.
+            user_id: event.user_id.clone().filter(|u| !u.contains('\0')),
             body: value.to_string(),
             deliveries,
         });

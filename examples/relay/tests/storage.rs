@@ -18,6 +18,7 @@ fn event(id: &str, hooks: &[&str]) -> NewEvent {
         id: id.into(),
         name: "x".into(),
         write_key: "k".into(),
+        user_id: None,
         body: "{}".into(),
         deliveries: hooks
             .iter()

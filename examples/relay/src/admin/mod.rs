@@ -5,12 +5,18 @@
 //!
 //! - [`webhooks`]: create, edit, enable/disable, delete, rotate secrets, test, preview.
 //! - [`sources`]: write keys and their origins.
+//! - [`events`]: stored events, one with its deliveries, the names seen.
+//! - [`deliveries`]: deliveries and their attempts; replay.
+//! - [`stats`]: outcomes and latency per webhook over the last hour and day.
 //!
 //! Every route sits behind [`require_token`]. Handlers are thin: they check
 //! input with the same rules as `check-config`, call [`crate::storage`],
 //! and answer JSON; errors are the crate's [`Error`].
 
+pub mod deliveries;
+pub mod events;
 pub mod sources;
+pub mod stats;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -41,6 +47,14 @@ pub fn router(relay: Arc<Relay>) -> OpenApiRouter<Arc<Relay>> {
         .routes(routes!(webhooks::preview_unsaved))
         .routes(routes!(sources::list, sources::create))
         .routes(routes!(sources::update, sources::revoke))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::get_event))
+        .routes(routes!(events::event_names))
+        .routes(routes!(deliveries::list_deliveries))
+        .routes(routes!(deliveries::get_delivery))
+        .routes(routes!(deliveries::replay_one))
+        .routes(routes!(deliveries::replay_many))
+        .routes(routes!(stats::stats))
         .layer(middleware::from_fn_with_state(relay, require_token))
 }
 

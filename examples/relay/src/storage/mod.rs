@@ -9,6 +9,9 @@
 //!   `lease_until`), claimed with `FOR UPDATE SKIP LOCKED`, and taken over
 //!   by another relay when its lease runs out.
 //!
+//! [`admin`] holds what the admin API reads (lists keyset-paginated on
+//! indexes) and its replays, for both backends.
+//!
 //! [`Storage`] is the one type the rest of the relay sees. Its methods speak
 //! in relay terms (events, deliveries, attempts, leases), never SQL, and both
 //! backends keep the same logical schema, versioned by forward-only
@@ -18,6 +21,7 @@
 //! every method is async (a `dyn` trait would box each future), and a `match`
 //! per method keeps the dispatch in one readable place.
 
+pub mod admin;
 mod catalog;
 pub mod postgres;
 pub mod sqlite;
@@ -57,6 +61,8 @@ pub struct NewEvent {
     pub id: String,
     pub name: String,
     pub write_key: String,
+    /// The event's `userId`, kept in a column of its own for the admin API's filter.
+    pub user_id: Option<String>,
     pub body: String,
     pub deliveries: Vec<NewDelivery>,
 }
@@ -108,7 +114,7 @@ pub struct AttemptRecord {
 }
 
 /// A stored attempt, for the admin API and tests.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub at: i64,
     pub status: Option<u16>,
@@ -176,7 +182,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// The number of the newest schema migration of both backends (they move together).
-pub const SCHEMA_VERSION: usize = 3;
+pub const SCHEMA_VERSION: usize = 4;
 
 /// Rows deleted per retention batch: small enough that ingest never waits long.
 pub const PRUNE_BATCH: usize = 1000;

@@ -110,6 +110,19 @@ const MIGRATIONS: &[&str] = &[
         updated_at BIGINT NOT NULL
     );
     "#,
+    // 4: the admin API, as in the SQLite file's migration 4.
+    r#"
+    ALTER TABLE events ADD COLUMN user_id TEXT;
+    DROP INDEX events_received_at;
+    CREATE INDEX events_received ON events(received_at, id);
+    CREATE INDEX events_name ON events(name, received_at, id);
+    CREATE INDEX events_user ON events(user_id, received_at, id) WHERE user_id IS NOT NULL;
+    DROP INDEX deliveries_status;
+    CREATE INDEX deliveries_status_id ON deliveries(status, id);
+    CREATE INDEX deliveries_webhook_id ON deliveries(webhook_id, id);
+    CREATE INDEX deliveries_webhook_status_id ON deliveries(webhook_id, status, id);
+    CREATE INDEX attempts_at ON attempts(at);
+    "#,
 ];
 const _: () = assert!(MIGRATIONS.len() == SCHEMA_VERSION);
 
@@ -311,6 +324,7 @@ impl Postgres {
         let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
         let keys: Vec<&str> = events.iter().map(|e| e.write_key.as_str()).collect();
         let bodies: Vec<&str> = events.iter().map(|e| e.body.as_str()).collect();
+        let users: Vec<Option<&str>> = events.iter().map(|e| e.user_id.as_deref()).collect();
         // Deliveries of the first copy of each id in the batch; the statement
         // keeps those whose event it stored.
         let mut seen = std::collections::HashSet::new();
@@ -330,9 +344,9 @@ impl Postgres {
         let stmt = client
             .prepare_cached(&format!(
                 "WITH ev AS (
-                     INSERT INTO events (id, name, write_key, received_at, body)
-                     SELECT id, name, write_key, $5::bigint, body
-                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS t(id, name, write_key, body)
+                     INSERT INTO events (id, name, write_key, received_at, body, user_id)
+                     SELECT id, name, write_key, $5::bigint, body, user_id
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $13::text[]) AS t(id, name, write_key, body, user_id)
                      ON CONFLICT (id) DO NOTHING RETURNING id),
                  dl AS (
                      INSERT INTO deliveries (event_id, webhook_id, msg_id, status, attempts, next_attempt_at, created_at, updated_at, last_error, lease_owner, lease_until)
@@ -364,6 +378,7 @@ impl Postgres {
                     &d_error,
                     &&*self.me,
                     &self.lease_ms,
+                    &users,
                 ],
             )
             .await?;

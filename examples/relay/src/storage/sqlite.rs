@@ -93,6 +93,22 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     "#,
+    // 4: the admin API (see `admin.rs`): every list is newest first and
+    // keyset-paginated, so each filter gets an index ending in the sort key;
+    // the (status, id) index replaces (status, next_attempt_at), which no
+    // query sorted by. `user_id` is the event's `userId`, for the filter.
+    r#"
+    ALTER TABLE events ADD COLUMN user_id TEXT;
+    DROP INDEX events_received_at;
+    CREATE INDEX events_received ON events(received_at, id);
+    CREATE INDEX events_name ON events(name, received_at, id);
+    CREATE INDEX events_user ON events(user_id, received_at, id) WHERE user_id IS NOT NULL;
+    DROP INDEX deliveries_status;
+    CREATE INDEX deliveries_status_id ON deliveries(status, id);
+    CREATE INDEX deliveries_webhook_id ON deliveries(webhook_id, id);
+    CREATE INDEX deliveries_webhook_status_id ON deliveries(webhook_id, status, id);
+    CREATE INDEX attempts_at ON attempts(at);
+    "#,
 ];
 const _: () = assert!(MIGRATIONS.len() == SCHEMA_VERSION);
 
@@ -214,7 +230,7 @@ impl Sqlite {
         self.call(move |conn| {
             let now = now_ms();
             let mut insert_event = conn.prepare_cached(
-                "INSERT INTO events (id, name, write_key, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO events (id, name, write_key, received_at, body, user_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
             )?;
             let mut insert_delivery = conn.prepare_cached(
                 "INSERT INTO deliveries (event_id, webhook_id, msg_id, status, attempts, next_attempt_at, created_at, updated_at, last_error)
@@ -224,7 +240,7 @@ impl Sqlite {
                 conn.prepare_cached("INSERT INTO attempts (delivery_id, at, status, duration_ms, error) VALUES (?1, ?2, NULL, 0, ?3)")?;
             let mut out = Vec::with_capacity(events.len());
             for e in events {
-                if insert_event.execute(params![e.id, e.name, e.write_key, now, e.body])? == 0 {
+                if insert_event.execute(params![e.id, e.name, e.write_key, now, e.body, e.user_id])? == 0 {
                     out.push(StoredEvent { duplicate: true, pending: Vec::new() });
                     continue;
                 }
