@@ -245,6 +245,30 @@ test("events: the recent events with their properties and the webhooks they went
   assert.match(await page.locator("main").textContent(), /Sent to[\s\S]*console-hook[\s\S]*delivered/);
 });
 
+test("editing a webhook: the preview renders a real recent event; rotate the secret; disable and enable", async () => {
+  await page.goto(`${relay.url}/console/#/webhooks/${HOOK}`);
+  await ready();
+  // The newest stored event that the webhook's events match is chosen: the second one sent (score 4).
+  assert.equal(await page.getByLabel("Render for").inputValue(), sent[1]);
+  await page.waitForFunction(() => /NPS 4 from the console/.test(document.querySelector(".preview")?.textContent ?? ""));
+  await page.getByLabel("Body template").fill('{"text": "score={{ properties.score }}"}');
+  await page.waitForFunction(() => /score=4/.test(document.querySelector(".preview")?.textContent ?? ""));
+
+  await page.getByRole("button", { name: "Rotate the secret" }).click();
+  const fresh = await page.getByRole("textbox", { name: "Signing secret" }).inputValue();
+  assert.match(fresh, /^whsec_/);
+  assert.notEqual(fresh, secret);
+  await page.getByText("The previous secret keeps signing until").waitFor();
+
+  await page.getByLabel("Reason to disable (optional)").fill("receiver maintenance");
+  await page.getByRole("button", { name: "Disable" }).click();
+  await page.getByText("Disabled: receiver maintenance.").waitFor();
+  await page.getByRole("button", { name: "Enable" }).click();
+  await page.getByRole("button", { name: "Disable" }).waitFor();
+  // The body edit above was not saved.
+  assert.match(await page.getByLabel("Body template").inputValue(), /from the console/);
+});
+
 test("sources: create one (its origin's error next to the field first), edit its origins, revoke it", async () => {
   await page.getByRole("link", { name: "Sources" }).click();
   await page.getByRole("heading", { name: "Sources", level: 1 }).waitFor();
