@@ -491,7 +491,7 @@ function webhookRow(w) {
     cell("Sends to", h("span", { class: "method" }, w.method ?? "POST"), " ", h("span", { class: "url" }, w.url)),
     cell("Last hour", h("span", { class: "health" },
       h("a", { href: `#/deliveries${q({ webhook: w.id, status: "delivered" })}`, class: "ok", title: "delivered in the last hour" }, `${health.delivered ?? 0} delivered`),
-      h("a", { href: `#/deliveries${q({ webhook: w.id, status: "failed" })}`, class: health.failed ? "bad" : "", title: "failed for good in the last hour (not retried)" }, `${health.failed ?? 0} failed`),
+      h("a", { href: `#/deliveries${q({ webhook: w.id, status: "failed" })}`, class: health.failed ? "bad" : "muted", title: "failed for good in the last hour (not retried)" }, `${health.failed ?? 0} failed`),
       health.dead ? h("a", { href: `#/deliveries${q({ webhook: w.id, status: "dead" })}`, class: "bad" }, `${health.dead} dead`) : null,
       health.p50_ms != null ? h("span", { class: "muted", title: "attempt duration, median and 99th percentile" }, `${health.p50_ms} / ${health.p99_ms} ms`) : null)),
     cell("Last error", health.last_error ? h("span", { class: "error-text" }, health.last_error) : h("span", { class: "muted" }, "none")),
@@ -887,7 +887,8 @@ async function deliveryPage(ctx, _query, id) {
         h("dt", {}, "Webhook"), h("dd", {}, h("a", { href: `#/webhooks/${encodeURIComponent(d.webhook_id)}` }, d.webhook_id)),
         h("dt", {}, "Event"), h("dd", {}, h("a", { href: `#/events/${encodeURIComponent(d.event_id)}` }, eventName(d.event)), " ", h("span", { class: "muted small" }, d.event_id)),
         h("dt", {}, "Message id"), h("dd", {}, code(d.msg_id ?? "–")),
-        h("dt", {}, "Attempts"), h("dd", {}, String(d.attempts ?? attempts.length)),
+        // Every attempt ever made, replays included (the delivery's own count restarts with a replay).
+        h("dt", {}, "Attempts"), h("dd", {}, String(attempts.length)),
         d.next_attempt_at && (d.status === "pending" || d.status === "failed") ? [h("dt", {}, "Next attempt"), h("dd", {}, fmtTime(d.next_attempt_at), " ", fmtIn(d.next_attempt_at) ?? "")] : null,
         d.last_error ? [h("dt", {}, "Last error"), h("dd", { class: "error-text" }, d.last_error)] : null,
         h("dt", {}, "Updated"), h("dd", {}, fmtTime(d.updated_at))),
