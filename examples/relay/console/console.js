@@ -9,9 +9,11 @@
 //   events controls it.
 // - The token lives in sessionStorage (gone with the tab) and in the
 //   Authorization header; never in a URL, never logged.
-// - Every list page sets `data-state="ready"` on <main> and the performance
-//   mark "cuecast:list-rendered" once its data is on screen, for the test and
-//   the benchmark (tests/browser/console.test.mjs, bench/console.mjs).
+// - Every page sets `data-state="ready"` on <main> and the performance mark
+//   "cuecast:list-rendered" once its data is on screen, and the Webhooks and
+//   Events pages the mark "cuecast:details-rendered" once what they fetch
+//   after the list (health, the webhooks each event went to) is there too,
+//   for the test and the benchmark (tests/browser/console.test.mjs, bench/console.mjs).
 
 const TOKEN_KEY = "cuecast:console:v1:token";
 const API = "/admin/v1";
@@ -290,6 +292,11 @@ function render(ctx, title, ...content) {
   performance.mark("cuecast:list-rendered");
 }
 
+/** Marks that a page's second wave (health, which webhooks events went to) is on screen too. */
+function details(ctx) {
+  if (!ctx.signal.aborted) performance.mark("cuecast:details-rendered");
+}
+
 const routes = [
   [/^\/webhooks\/?$/, () => webhooksPage],
   [/^\/webhooks\/new$/, () => webhookForm],
@@ -472,19 +479,28 @@ async function health(ctx, id, stats) {
 }
 
 async function webhooksPage(ctx) {
-  const items = await webhooksWithHealth(ctx);
+  // The list first; its health (a few queries per webhook) fills in after.
+  const { items } = await api("GET", "/webhooks", undefined, ctx);
   const { el, tbody } = table("Webhooks", ["Webhook", "Sends to", "Last hour", "Last error", "State"]);
   syncRows(tbody, items, (w) => w.id, webhookRow);
   render(ctx, "Webhooks",
     h("div", { class: "title" }, h("h1", { tabindex: -1 }, "Webhooks"), h("a", { class: "button", href: "#/webhooks/new" }, "New webhook")),
     items.length ? el : h("p", { class: "empty" }, "No webhooks yet. Create one here, or add ", code("[[webhook]]"), " tables to the configuration."));
   focusHeading();
+  const refresh = async () => syncRows(tbody, await webhooksWithHealth(ctx), (w) => w.id, webhookRow);
+  await refresh();
+  details(ctx);
   // Health at a glance stays current without a reload (less often than the deliveries: it costs a few queries per webhook).
-  poll(ctx, async () => syncRows(tbody, await webhooksWithHealth(ctx), (w) => w.id, webhookRow), HEALTH_POLL_MS);
+  poll(ctx, refresh, HEALTH_POLL_MS);
 }
 
 function webhookRow(w) {
-  const health = w.health ?? {};
+  if (!w.health) {
+    return h("tr", {}, cell("Webhook", h("a", { href: `#/webhooks/${encodeURIComponent(w.id)}`, "data-focus": "open" }, w.id)),
+      cell("Sends to", h("span", { class: "method" }, w.method ?? "POST"), " ", h("span", { class: "url" }, w.url)),
+      cell("Last hour", h("span", { class: "muted" }, "…")), cell("Last error", h("span", { class: "muted" }, "…")), stateCell(w));
+  }
+  const health = w.health;
   return h("tr", {},
     cell("Webhook", h("a", { href: `#/webhooks/${encodeURIComponent(w.id)}`, "data-focus": "open" }, w.id),
       h("div", { class: "muted small" }, (w.events ?? []).join(", ")), w.origin === "config" ? h("span", { class: "tag" }, w.edited ? "config, edited" : "config") : null),
@@ -495,9 +511,13 @@ function webhookRow(w) {
       health.dead ? h("a", { href: `#/deliveries${q({ webhook: w.id, status: "dead" })}`, class: "bad" }, `${health.dead} dead`) : null,
       health.p50_ms != null ? h("span", { class: "muted", title: "attempt duration, median and 99th percentile" }, `${health.p50_ms} / ${health.p99_ms} ms`) : null)),
     cell("Last error", health.last_error ? h("span", { class: "error-text" }, health.last_error) : h("span", { class: "muted" }, "none")),
-    cell("State", disabledReason(w) != null ? h("span", { class: "badge dead" }, "disabled") : h("span", { class: "badge delivered" }, "enabled"),
-      disabledReason(w) ? h("div", { class: "muted small" }, disabledReason(w)) : null,
-      notInForce(w)));
+    stateCell(w));
+}
+
+function stateCell(w) {
+  return cell("State", disabledReason(w) != null ? h("span", { class: "badge dead" }, "disabled") : h("span", { class: "badge delivered" }, "enabled"),
+    disabledReason(w) ? h("div", { class: "muted small" }, disabledReason(w)) : null,
+    notInForce(w));
 }
 
 /** Why a stored definition is not in force (e.g. https_only set since it was saved), if it is not. */
@@ -967,6 +987,7 @@ async function eventsPage(ctx, query) {
   };
   await Promise.all([worker(), worker(), worker(), worker()]);
   draw();
+  details(ctx);
 }
 
 function webhookList(deliveries) {

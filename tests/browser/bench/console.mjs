@@ -8,6 +8,9 @@
 // - fcp_ms: the browser's first-contentful-paint (the page shell).
 // - list_ms: the performance mark "cuecast:list-rendered", set by console.js
 //   once the page's data from the admin API is on screen.
+// - details_ms (Webhooks and Events only): the mark "cuecast:details-rendered",
+//   once what those pages fetch after the list is on screen too (each
+//   webhook's health; the webhooks each of the 50 events went to).
 // Each is the median over the runs, with the worst run beside it. Prints JSON
 // and writes target/bench/console.json.
 //
@@ -66,21 +69,27 @@ try {
   for (const [name, hash] of Object.entries(pages)) {
     const fcp = [];
     const list = [];
+    const more = [];
+    const hasDetails = name === "webhooks" || name === "events";
     for (let i = 0; i < runs; i++) {
       const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
       await context.addInitScript((token) => sessionStorage.setItem("cuecast:console:v1:token", token), TOKEN);
       const page = await context.newPage();
       await page.goto(`${relay.url}/console/${hash}`);
       await page.waitForSelector("main[data-state=ready]", { timeout: 60_000 });
+      if (hasDetails) await page.waitForFunction(() => performance.getEntriesByName("cuecast:details-rendered").length > 0, null, { timeout: 60_000 });
       const t = await page.evaluate(() => ({
         fcp: performance.getEntriesByName("first-contentful-paint")[0]?.startTime,
         list: performance.getEntriesByName("cuecast:list-rendered")[0]?.startTime,
+        details: performance.getEntriesByName("cuecast:details-rendered")[0]?.startTime,
       }));
       fcp.push(t.fcp);
       list.push(t.list);
+      more.push(t.details);
       await context.close();
     }
     figures[name] = { fcp_ms: round(median(fcp)), list_ms: round(median(list)), list_max_ms: round(Math.max(...list)) };
+    if (hasDetails) figures[name].details_ms = round(median(more));
   }
   const out = {
     date: new Date().toISOString().slice(0, 10),
