@@ -560,14 +560,12 @@ const matchesEvents = (name, patterns) =>
   patterns.some((p) => p === "*" || p === name || (p.endsWith(".*") && name.startsWith(p.slice(0, -1))));
 
 async function webhookForm(ctx, _query, id) {
-  const [webhook, names, recent, stats] = await Promise.all([
+  const [webhook, names, recent] = await Promise.all([
     id ? api("GET", `/webhooks/${encodeURIComponent(id)}`, undefined, ctx) : null,
     api("GET", "/event-names", undefined, ctx).then((r) => r.names, () => []),
     api("GET", "/events?limit=20", undefined, ctx).then((r) => r.items, () => []),
-    id ? api("GET", "/stats", undefined, ctx).catch(() => null) : null,
   ]);
   const w = webhook ?? {};
-  if (id) w.health = await health(ctx, id, stats);
   const chosen = new Set(w.events ?? []);
   const known = names;
   const more = [...chosen].filter((e) => !names.includes(e));
@@ -685,23 +683,29 @@ async function webhookForm(ctx, _query, id) {
   });
 
   const title = id ? `Webhook ${id}` : "New webhook";
+  const status = id ? webhookStatus(w) : null;
   render(ctx, title,
     h("p", { class: "crumbs" }, h("a", { href: "#/webhooks" }, "Webhooks"), " / "),
     h("h1", { tabindex: -1 }, title),
-    id ? webhookStatus(w) : null,
+    status,
     h("div", { class: "split" }, form, previewPanel),
     id ? webhookManage(ctx, w) : null);
   focusHeading();
   pickEvent();
   preview();
+  // Its last hour takes a few queries: shown once they answer, without holding up the form.
+  if (id) {
+    const stats = await api("GET", "/stats", undefined, ctx).catch(() => null);
+    status.replaceWith(webhookStatus({ ...w, health: await health(ctx, id, stats) }));
+  }
 }
 
 function webhookStatus(w) {
-  const health = w.health ?? {};
+  const health = w.health;
   return h("p", { class: "status-line" },
     disabledReason(w) != null ? h("span", { class: "badge dead" }, "disabled") : h("span", { class: "badge delivered" }, "enabled"), " ",
-    `Last hour: ${health.delivered ?? 0} delivered, ${health.failed ?? 0} failed, ${health.dead ?? 0} dead. `,
-    health.last_error ? h("span", { class: "error-text" }, `Last error: ${health.last_error}. `) : null,
+    health ? `Last hour: ${health.delivered ?? 0} delivered, ${health.failed ?? 0} failed, ${health.dead ?? 0} dead. ` : "Last hour: … ",
+    health?.last_error ? h("span", { class: "error-text" }, `Last error: ${health.last_error}. `) : null,
     h("a", { href: `#/deliveries${q({ webhook: w.id })}` }, "Its deliveries"),
     w.origin === "config" ? h("span", { class: "muted" }, w.edited ? " · from the configuration file, changed here since" : " · from the configuration file") : null,
     notInForce(w));
