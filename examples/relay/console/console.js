@@ -310,7 +310,7 @@ const routes = [
 
 function parseHash() {
   const [path, query = ""] = location.hash.replace(/^#/, "").split("?");
-  return { path: path || "/webhooks", query: new URLSearchParams(query) };
+  return { path: path && path !== "/" ? path : "/webhooks", query: new URLSearchParams(query) };
 }
 
 function route() {
@@ -1085,4 +1085,9 @@ async function sourcesPage(ctx) {
 // ---------------------------------------------------------------- start
 
 window.addEventListener("hashchange", route);
+// The skip link must not change the hash: that is the router's.
+document.querySelector(".skip").addEventListener("click", (e) => {
+  e.preventDefault();
+  main.focus();
+});
 route();
