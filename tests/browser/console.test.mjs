@@ -328,7 +328,7 @@ test("every page at desktop width and at 360 px: no sideways scrolling, every co
   await page.screenshot({ path: `${shots}/sign-in-360.png` });
 });
 
-test("nothing blocked by the CSP, no page error, and the token in no URL and no console message", async () => {
+test("nothing blocked by the CSP, no page error, the token in no URL and no console message; skip link; sign out", async () => {
   assert.deepEqual(logs.filter((l) => /^pageerror|CSP violation|Content Security Policy/.test(l)), []);
   assert.ok(!logs.some((l) => l.includes(TOKEN)), "the token is never logged");
   assert.ok(!requested.some((u) => u.includes(TOKEN)), "the token is never in a URL");
@@ -336,6 +336,12 @@ test("nothing blocked by the CSP, no page error, and the token in no URL and no 
   await page.goto(`${relay.url}/console/`);
   await page.getByLabel("Admin token").fill(TOKEN);
   await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Webhooks", level: 1 }).waitFor();
+  // The skip link comes first in the tab order; it moves to the content and leaves the route alone.
+  assert.equal(await page.evaluate(() => document.querySelector("a[href], button, input, select, textarea").textContent), "Skip to content");
+  await page.locator(".skip").focus();
+  await page.keyboard.press("Enter");
+  assert.equal(await page.evaluate(() => [document.activeElement.id, location.hash].join(" ")), "main #/webhooks");
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByText("Signed out.").waitFor();
   assert.equal(await page.evaluate(() => sessionStorage.getItem("cuecast:console:v1:token")), null);
