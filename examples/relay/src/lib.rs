@@ -28,6 +28,8 @@
 //!   and schedule retries; the sweep that claims unheld work and the
 //!   heartbeat that renews this relay's leases.
 //! - [`admin`]: the admin API, `/admin/v1/*` (see `docs/ADMIN_API.md`).
+//! - [`console`]: the web console at `/console` (static files in `console/`,
+//!   compiled in), a client of the admin API.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`run`]: wires them together; `main.rs` (the CLI) and the tests call it alike.
 //!
