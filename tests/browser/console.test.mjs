@@ -212,6 +212,10 @@ test("a failing receiver: the retries and the dead letter show, and replaying th
   const attempts = page.locator("table.list tbody tr");
   assert.equal(await attempts.count(), 2);
   for (const text of await attempts.allTextContents()) assert.match(text, /500[\s\S]*scripted 500/);
+  // The request those attempts sent, rendered from the stored event, with the delivery's webhook-id.
+  const request = page.locator("section", { has: page.getByRole("heading", { name: "Request" }) });
+  await request.locator("pre").first().waitFor();
+  assert.match(await request.textContent(), /POST[\s\S]*webhook-id: msg_[0-9a-f]{32}/);
   await page.screenshot({ path: `${shots}/delivery-desktop.png`, fullPage: true });
 
   // Healthy again (the receiver answers 202 once its script is used up): replay the dead letters of the webhook.

@@ -918,8 +918,26 @@ async function deliveryPage(ctx, _query, id) {
         h("dt", {}, "Updated"), h("dd", {}, fmtTime(d.updated_at))),
       replay,
       h("h2", {}, "Attempts"),
-      attempts.length ? el : h("p", { class: "empty" }, "No attempt yet."));
+      attempts.length ? el : h("p", { class: "empty" }, "No attempt yet."),
+      requestSection);
   };
+  // The request, rendered once from the stored event and the webhook's current
+  // definition (each attempt signs it with its own timestamp).
+  const requestSection = h("section", { "aria-labelledby": "request-title" }, h("h2", { id: "request-title" }, "Request"));
+  const first = await load();
+  api("POST", `/webhooks/${encodeURIComponent(first.delivery.webhook_id)}/preview`,
+    { event_id: first.delivery.event_id, msg_id: first.delivery.msg_id }, ctx).then((r) => {
+    const req = r.request;
+    requestSection.append(
+      h("p", { class: "muted small" }, "As the webhook's current definition renders the stored event; each attempt carries its own timestamp and signature."),
+      r.error ? h("p", { class: "error-text" }, r.error) : null,
+      req ? h("div", {},
+        h("p", { class: "request-line" }, h("span", { class: "method" }, req.method), " ", h("span", { class: "url" }, req.url)),
+        h("h3", {}, "Headers"), pre((req.headers ?? []).map(([k, v]) => `${k}: ${v}`).join("\n") || "(none)"),
+        req.body != null ? [h("h3", {}, "Body"), pre(prettyBody(req.body))] : null) : null);
+  }, (e) => {
+    if (e.status !== 401) requestSection.append(h("p", { class: "muted" }, e.status === 404 ? "The webhook no longer exists." : e.message));
+  });
   const live = h("p", { class: "visually-hidden", "aria-live": "polite" });
   let sig = "";
   const update = (fresh) => {
@@ -929,7 +947,7 @@ async function deliveryPage(ctx, _query, id) {
     sig = JSON.stringify(fresh);
     draw(fresh);
   };
-  update(await load());
+  update(first);
   render(ctx, `Delivery ${short(id)}`,
     h("p", { class: "crumbs" }, h("a", { href: "#/deliveries" }, "Deliveries"), " / "),
     h("h1", { tabindex: -1 }, `Delivery ${short(id)}`),

@@ -100,6 +100,8 @@ pub struct Rotated {
 pub struct EventChoice {
     pub event: Option<Value>,
     pub event_id: Option<String>,
+    /// The `webhook-id` to render with (a delivery's `msg_id`); default `msg_preview`.
+    pub msg_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -140,6 +142,9 @@ pub struct TestResult {
     pub error: Option<String>,
     pub request: Option<RequestView>,
 }
+
+/// The `webhook-id` of a preview that names no delivery.
+const PREVIEW_MSG_ID: &str = "msg_preview";
 
 /// The default grace period of a rotated-out secret.
 const DEFAULT_GRACE_MS: i64 = 24 * 3600 * 1000;
@@ -384,7 +389,7 @@ fn request_view(req: &reqwest::Request) -> RequestView {
     }
 }
 
-fn render(relay: &Relay, catalog: &Catalog, hook: usize, event: Value) -> Preview {
+fn render(relay: &Relay, catalog: &Catalog, hook: usize, event: Value, msg_id: &str) -> Preview {
     let name = event.get("event").and_then(Value::as_str).unwrap_or_default().to_string();
     let verdict = catalog.rules.route(&name, &event).into_iter().find(|(h, _)| *h == hook).map(|(_, v)| v);
     let (matches, mut error) = match verdict {
@@ -393,7 +398,7 @@ fn render(relay: &Relay, catalog: &Catalog, hook: usize, event: Value) -> Previe
         Some(Err(e)) => (false, Some(e)),
     };
     let timestamp = now_ms() / 1000;
-    let request = match relay.dispatcher.sender().build(catalog, hook, "msg_preview", &event, timestamp) {
+    let request = match relay.dispatcher.sender().build(catalog, hook, msg_id, &event, timestamp) {
         Ok(req) => Some(request_view(&req)),
         Err(e) => {
             error.get_or_insert(e);
@@ -410,8 +415,12 @@ pub async fn preview(State(relay): State<Arc<Relay>>, Path(id): Path<String>, bo
     let choice: EventChoice = if body.is_empty() { EventChoice::default() } else { parse_body(&body)? };
     let catalog = relay.registry.current();
     let (hook, _) = catalog.webhook(&id).ok_or_else(|| not_found(&id))?;
+    let msg_id = choice.msg_id.clone().unwrap_or_else(|| PREVIEW_MSG_ID.into());
+    if axum::http::HeaderValue::from_str(&msg_id).is_err() {
+        return Err(Error::Invalid(vec![FieldError::new("msg_id", "must be valid in an HTTP header")]));
+    }
     let event = choose_event(&relay, &catalog, hook, choice).await?;
-    Ok(Json(render(&relay, &catalog, hook, event)))
+    Ok(Json(render(&relay, &catalog, hook, event, &msg_id)))
 }
 
 /// Render the request of a definition not saved yet (validated like a create).
@@ -430,8 +439,9 @@ pub async fn preview_unsaved(State(relay): State<Arc<Relay>>, body: Bytes) -> Re
     let stored =
         StoredWebhook { spec, secrets: vec![], origin: Origin::Api, edited: false, created_at: now, updated_at: now };
     let catalog = Catalog::build(0, vec![stored], vec![], &relay.config.egress, now);
-    let event = choose_event(&relay, &catalog, 0, EventChoice { event: body.event, event_id: body.event_id }).await?;
-    Ok(Json(render(&relay, &catalog, 0, event)))
+    let choice = EventChoice { event: body.event, event_id: body.event_id, msg_id: None };
+    let event = choose_event(&relay, &catalog, 0, choice).await?;
+    Ok(Json(render(&relay, &catalog, 0, event, PREVIEW_MSG_ID)))
 }
 
 /// Send one event to a webhook now (not stored, not retried) and answer what happened.
@@ -446,7 +456,7 @@ pub async fn test(State(relay): State<Arc<Relay>>, Path(id): Path<String>, body:
         event["id"] = Value::String(uuid::Uuid::new_v4().to_string());
     }
     let msg_id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
-    let request = render(&relay, &catalog, hook, event.clone()).request;
+    let request = render(&relay, &catalog, hook, event.clone(), &msg_id).request;
     let result = relay.dispatcher.sender().send(&catalog, hook, &msg_id, &event).await;
     Ok(Json(TestResult {
         status: result.http_status,
