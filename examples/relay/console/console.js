@@ -928,13 +928,13 @@ async function deliveryPage(ctx, _query, id) {
   api("POST", `/webhooks/${encodeURIComponent(first.delivery.webhook_id)}/preview`,
     { event_id: first.delivery.event_id, msg_id: first.delivery.msg_id }, ctx).then((r) => {
     const req = r.request;
-    requestSection.append(
+    requestSection.append(h("div", {},
       h("p", { class: "muted small" }, "As the webhook's current definition renders the stored event; each attempt carries its own timestamp and signature."),
       r.error ? h("p", { class: "error-text" }, r.error) : null,
       req ? h("div", {},
         h("p", { class: "request-line" }, h("span", { class: "method" }, req.method), " ", h("span", { class: "url" }, req.url)),
         h("h3", {}, "Headers"), pre((req.headers ?? []).map(([k, v]) => `${k}: ${v}`).join("\n") || "(none)"),
-        req.body != null ? [h("h3", {}, "Body"), pre(prettyBody(req.body))] : null) : null);
+        req.body != null ? [h("h3", {}, "Body"), pre(prettyBody(req.body))] : null) : null));
   }, (e) => {
     if (e.status !== 401) requestSection.append(h("p", { class: "muted" }, e.status === 404 ? "The webhook no longer exists." : e.message));
   });
