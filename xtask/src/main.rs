@@ -77,6 +77,7 @@ fn demo() -> Result {
     step("building the relay (release)");
     run(Command::new(cargo()).args(["build", "--release", "-p", "cuecast-relay"]).current_dir(root()))?;
     step("demo: relay on http://127.0.0.1:8686, page on http://127.0.0.1:8080, webhooks printed below (Ctrl-C stops)");
+    println!("     console on http://127.0.0.1:8686/console (token: demo-admin-token, or $CUECAST_ADMIN_TOKEN)");
     let mut relay = Command::new(root().join("target/release/cuecast-relay"))
         .args(["serve", "--config", "examples/relay/demo.toml"])
         .current_dir(root())
