@@ -205,13 +205,22 @@ async function sickRun(mode, { rate, baselineMs, sickMs, retry }) {
   const ill = await phase(mode, sickMs);
   const sickRequests = sick.state.requests;
   const recovered = Date.now();
+  // How long the recovered receiver takes to get everything acknowledged before it recovered.
+  let pending = [...gen.acked];
+  const backlog = pending.length;
+  const caughtUp = (async () => {
+    while (pending.length && Date.now() - recovered < 300_000) {
+      await sleep(250);
+      pending = pending.filter((id) => !sick.state.seen.has(id));
+    }
+    return pending.length ? null : Math.round((Date.now() - recovered) / 100) / 10;
+  })();
   const after = await phase("ok", baselineMs);
   await gen.stop();
   const acked = gen.acked;
   const missing = (h) => [...acked].filter((id) => !h.state.seen.has(id)).length;
   const deadline = Date.now() + 180_000;
   while ((missing(healthy) || missing(sick)) && Date.now() < deadline) await sleep(500);
-  const caughtUp = missing(sick) ? null : Math.round((Date.now() - recovered) / 1000);
   const received = (h) => [...acked].filter((id) => h.state.seen.has(id)).length;
   const result = {
     sick_seconds: sickMs / 1000,
@@ -222,7 +231,8 @@ async function sickRun(mode, { rate, baselineMs, sickMs, retry }) {
     healthy_received: received(healthy),
     sick_received: received(sick),
     sick_missing_after_recovery: missing(sick),
-    sick_caught_up_s_after_recovery: caughtUp,
+    sick_backlog_at_recovery: backlog,
+    sick_backlog_delivered_s_after_recovery: await caughtUp,
     sick_requests_while_sick: sickRequests,
     sick_requests_seen: sick.state.requests,
   };
