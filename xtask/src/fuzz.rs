@@ -29,6 +29,7 @@ pub fn fuzz(args: &[String]) -> Result {
         targets = TARGETS.to_vec();
     }
     tools()?;
+    let mut failed = Vec::new();
     for target in targets {
         step(&format!("fuzzing {target} for {seconds} s (nice 19)"));
         // The batch parser starts from the wire contract's golden fixtures (valid and invalid).
@@ -55,9 +56,17 @@ pub fn fuzz(args: &[String]) -> Result {
         for var in ["CARGO", "RUSTC", "RUSTUP_TOOLCHAIN", "RUSTC_WRAPPER"] {
             cmd.env_remove(var);
         }
-        run(cmd.current_dir(root().join("fuzz")))?;
+        // A crash stops that target only: the others still get their time.
+        if let Err(e) = run(cmd.current_dir(root().join("fuzz"))) {
+            eprintln!("xtask: {target}: {e}");
+            failed.push(target);
+        }
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("crash or timeout in {} (inputs in fuzz/artifacts/)", failed.join(", ")))
+    }
 }
 
 fn tools() -> Result {
