@@ -1,8 +1,9 @@
 //! `gzip`: a `POST /v1/batch` body through the relay's own gzip layer
-//! (`cuecast_relay::decompression`) and body reader (`ingest::read_body`)
-//! with the relay's default limit. The first byte picks what the rest is:
+//! (`cuecast_relay::decompression`) and body reader (`ingest::read_body`).
+//! The first byte's high bit picks the default limit (512 KB) or the one in
+//! the next two bytes (1 B to 64 KB); its other bits pick what the rest is:
 //! - 0: a raw gzip stream (hostile headers, truncation, bad checksums);
-//! - 1: a payload repeated (up to the limit plus 64 KB) and then gzipped,
+//! - 1: a payload repeated (up to the limit plus 4 KB) and then gzipped,
 //!   which makes bombs that inflate past the limit;
 //! - otherwise: an unencoded body.
 //! Invariants: no panic; never more than the limit comes out; a body within
@@ -70,9 +71,12 @@ fn expect_exact(got: Result<Bytes, Error>, plain: &[u8], limit: usize) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let limit = Limits::default().max_body_bytes;
+    // The limit is a setting (`limits.max_body_bytes`): mostly a small one from the input, so
+    // that bombs cross it quickly, and the default (512 KB) when the mode byte's high bit is set.
     let Some((&mode, rest)) = data.split_first() else { return };
-    match mode {
+    let Some((&[lo, hi], rest)) = rest.split_first_chunk::<2>() else { return };
+    let limit = if mode & 0x80 != 0 { Limits::default().max_body_bytes } else { 1 + usize::from(u16::from_le_bytes([lo, hi])) };
+    match mode & 0x7f {
         0 => {
             let got = read(rest.to_vec(), Some("gzip"), limit);
             if let Ok(b) = &got {
@@ -83,10 +87,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         1 if rest.len() >= 3 => {
-            // Up to the limit plus 64 KB: enough to cross it, small enough to gzip quickly
+            // Up to the limit plus 4 KB: enough to cross it, small enough to gzip quickly
             // (2 MB at level 9 took 12 s under the sanitizer and tripped libFuzzer's timeout).
             let pattern = rest.len().max(4) - 3;
-            let times = (u16::from_le_bytes([rest[0], rest[1]]) as usize).min((limit + 65_536) / pattern);
+            let times = (u16::from_le_bytes([rest[0], rest[1]]) as usize).min((limit + 4096) / pattern);
             let level = u32::from(rest[2] % 7);
             let plain = rest[3..].repeat(times);
             expect_exact(read(gzip(&plain, level), Some("gzip"), limit), &plain, limit);
