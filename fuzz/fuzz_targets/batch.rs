@@ -19,7 +19,8 @@ fuzz_target!(|body: &[u8]| {
         flatten("", &value, &mut pairs);
     }
     let again = serde_json::to_vec(&batch).expect("a batch serialises");
-    let reread = wire::decode_batch(&again).unwrap_or_else(|e| panic!("an accepted batch, re-encoded, is refused: {e}"));
+    let reread =
+        wire::decode_batch(&again).unwrap_or_else(|e| panic!("an accepted batch, re-encoded, is refused: {e}"));
     let ids = |b: &wire::Batch| b.events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&batch), ids(&reread));
 });

@@ -75,7 +75,8 @@ fuzz_target!(|data: &[u8]| {
     // that bombs cross it quickly, and the default (512 KB) when the mode byte's high bit is set.
     let Some((&mode, rest)) = data.split_first() else { return };
     let Some((&[lo, hi], rest)) = rest.split_first_chunk::<2>() else { return };
-    let limit = if mode & 0x80 != 0 { Limits::default().max_body_bytes } else { 1 + usize::from(u16::from_le_bytes([lo, hi])) };
+    let limit =
+        if mode & 0x80 != 0 { Limits::default().max_body_bytes } else { 1 + usize::from(u16::from_le_bytes([lo, hi])) };
     match mode & 0x7f {
         0 => {
             let got = read(rest.to_vec(), Some("gzip"), limit);

@@ -42,8 +42,20 @@ const URL_PART: usize = 1;
 
 fn fixed() -> Vec<Webhook> {
     vec![
-        hook("quoted", None, Method::Post, "https://hooks.example.com/q", Some(r#"{"text": "{{ properties.comment }}", "who": "{{ userId }}"}"#)),
-        hook("url", None, Method::Get, "https://sheet.example.com/exec?c={{ properties.comment }}&u={{ userId }}", None),
+        hook(
+            "quoted",
+            None,
+            Method::Post,
+            "https://hooks.example.com/q",
+            Some(r#"{"text": "{{ properties.comment }}", "who": "{{ userId }}"}"#),
+        ),
+        hook(
+            "url",
+            None,
+            Method::Get,
+            "https://sheet.example.com/exec?c={{ properties.comment }}&u={{ userId }}",
+            None,
+        ),
     ]
 }
 
@@ -62,7 +74,13 @@ fuzz_target!(|data: &[u8]| {
 
     let method = if flags & 1 == 1 { Method::Get } else { Method::Post };
     let url = if flags & 2 == 2 { url } else { format!("https://h.example.com/{url}") };
-    let hostile = hook("hostile", (flags & 4 == 4).then_some(when.as_str()), method, &url, (flags & 8 == 8).then_some(body.as_str()));
+    let hostile = hook(
+        "hostile",
+        (flags & 4 == 4).then_some(when.as_str()),
+        method,
+        &url,
+        (flags & 8 == 8).then_some(body.as_str()),
+    );
     let mut hooks = fixed();
     hooks.push(hostile);
     let Ok(rules) = Rules::new(&hooks) else {
@@ -95,7 +113,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(body["who"].as_str(), Some(u.as_str()));
     }
     if let Ok(request) = rules.render(URL_PART, &event) {
-        assert_eq!(request.url.host_str(), Some("sheet.example.com"), "a value changed the url's host: {}", request.url);
+        assert_eq!(
+            request.url.host_str(),
+            Some("sheet.example.com"),
+            "a value changed the url's host: {}",
+            request.url
+        );
         assert_eq!(request.url.path(), "/exec", "a value changed the url's path: {}", request.url);
     }
 });

@@ -33,7 +33,8 @@ pub fn fuzz(args: &[String]) -> Result {
     for target in targets {
         step(&format!("fuzzing {target} for {seconds} s (nice 19)"));
         // The batch parser starts from the wire contract's golden fixtures (valid and invalid).
-        let seeds = if target == "batch" { root().join("tests/fixtures") } else { root().join("fuzz/seeds").join(target) };
+        let seeds =
+            if target == "batch" { root().join("tests/fixtures") } else { root().join("fuzz/seeds").join(target) };
         let corpus = root().join("fuzz/corpus").join(target);
         std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
         let mut cmd = Command::new("nice");

@@ -53,12 +53,7 @@ pub fn app(relay: Arc<Relay>) -> Router {
                 async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], api.to_string()) }
             }),
         )
-        .route(
-            "/v1/batch",
-            post(ingest::batch)
-                .options(ingest::preflight)
-                .layer(decompression()),
-        )
+        .route("/v1/batch", post(ingest::batch).options(ingest::preflight).layer(decompression()))
         .route("/healthz", get(ingest::healthz))
         .route("/readyz", get(ingest::readyz))
         .route("/admin/webhooks", get(ingest::admin_webhooks))
