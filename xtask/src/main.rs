@@ -4,6 +4,7 @@
 //! - `main.rs`: command dispatch and the small process helpers.
 //! - `setup.rs`: installs what is missing (wasm target, wasm-bindgen CLI
 //!   matching Cargo.lock, Debian's Chromium, the npm tools).
+//! - `fuzz.rs`: runs the cargo-fuzz targets in `fuzz/` (nightly, installed on demand).
 //! - `pkg.rs`: builds the npm package into `pkg/` (cargo → wasm-bindgen →
 //!   wasm-opt → `pkg-template/`), and installs it where the tests and the
 //!   benchmarks use it (the Vite-built example app and benchmark page).
@@ -11,6 +12,7 @@
 //! Every command installs what it needs first, so each works on a fresh
 //! machine of this kind.
 
+mod fuzz;
 mod pkg;
 mod setup;
 
@@ -26,6 +28,9 @@ commands:
   demo           run the demo: relay or receiver, plus the demo page on http://127.0.0.1:8080
   bench [--quick] measure the SDK against the anchors, the relay, and run the drills; writes
                  target/bench/*.json and BENCHMARKS.md (--quick: a smoke run, its report in target/bench/)
+  fuzz [--seconds N] [TARGET...]
+                 run the cargo-fuzz targets (batch, gzip, rules, ssrf) N seconds each (default 600),
+                 one after the other at nice 19; installs nightly and cargo-fuzz when missing
   setup          install what is missing (also done by every command above)";
 
 fn main() -> ExitCode {
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("setup") => setup::all().map(|_| ()),
         _ => {
             eprintln!("{USAGE}");

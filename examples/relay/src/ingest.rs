@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -124,6 +125,25 @@ pub async fn batch(State(relay): State<Arc<Relay>>, req: Request) -> Response {
 /// Longest time a request body may take to arrive.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// Reads a `POST /v1/batch` body of at most `limit` bytes. Behind
+/// [`crate::decompression`] the limit counts decompressed bytes, so a
+/// small gzip bomb is cut off at the limit too; a corrupt gzip stream is
+/// [`Error::BadBody`]. Public for the `gzip` fuzz target, which drives the
+/// same layer and this function.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
+    // A client trickling its body must not hold a connection (or shutdown) forever.
+    let reading = http_body_util::Limited::new(body, limit).collect();
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, reading).await.map_err(|_| Error::BodyTimeout)?;
+    let body = collected.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            Error::BodyTooLarge { limit }
+        } else {
+            Error::BadBody(e.to_string())
+        }
+    })?;
+    Ok(body.to_bytes())
+}
+
 async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack> {
     let limits = &relay.config.limits;
     let ip = req
@@ -148,17 +168,7 @@ async fn accept(relay: &Relay, req: Request, origin: Option<&str>) -> Result<Ack
             return Err(Error::UnsupportedEncoding(encoding));
         }
     }
-    // A client trickling its body must not hold a connection (or shutdown) forever.
-    let reading = http_body_util::Limited::new(req.into_body(), limits.max_body_bytes).collect();
-    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, reading).await.map_err(|_| Error::BodyTimeout)?;
-    let body = collected.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            Error::BodyTooLarge { limit: limits.max_body_bytes }
-        } else {
-            Error::BadBody(e.to_string())
-        }
-    })?;
-    let body = body.to_bytes();
+    let body = read_body(req.into_body(), limits.max_body_bytes).await?;
     relay.metrics.ingest_bytes.inc_by(body.len() as u64);
     let batch = wire::decode_batch(&body)?;
     let catalog = relay.registry.current();

@@ -52,4 +52,4 @@ pub mod storage;
 
 mod server;
 pub use error::{Error, Result};
-pub use server::{app, run, shutdown_signal, Relay};
+pub use server::{app, decompression, run, shutdown_signal, Relay};

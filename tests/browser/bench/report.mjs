@@ -161,7 +161,7 @@ if (relay) {
 // What a reader needs to weigh a drill's figures, beside the drill's own description.
 const drillNotes = {
   kill: "Lost is counted against what the relay acknowledged (a 202); repeats are what at-least-once delivery allows: a kill after a webhook answered but before the relay recorded the answer repeats that attempt, with the same `webhook-id`, on which receivers dedupe.",
-  sick: "The drill's retry schedule is compressed (1 to 5 s instead of the default 5 s, 5 min, 30 min, …) so that recovery shows within the drill: it is a worst case for retry traffic, and the healthy webhook shares the relay's two cores with those retries. The issue's 5-minute sick period is shortened to the phase length above.",
+  sick: "The drill's retry schedule is compressed (up to 30 s apart instead of the default 5 s, 5 min, 30 min, …) so that recovery shows within the drill: while the receiver answers 500 every pending delivery to it is retried every 30 s, a worst case for retry traffic, and the healthy webhook shares the relay's two cores with those retries. `sick_received` must equal `events_acknowledged` (`sick_missing_after_recovery` 0): the recovered receiver gets everything.",
 };
 
 if (drills) {
@@ -174,7 +174,7 @@ if (drills) {
       if (value.what) out.push(value.what, "");
       if (drillNotes[section]) out.push(drillNotes[section], "");
       const { what, ...rest } = value;
-      out.push(table(["figure", "value"], flat(rest)), "");
+      out.push(sideBySide(rest) ?? table(["figure", "value"], flat(rest)), "");
     }
   }
 }

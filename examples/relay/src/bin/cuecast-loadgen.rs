@@ -29,7 +29,8 @@
 //!    ratios.
 //! 7. `fanout` and `stored`: ingest events/s, ack latency and deliveries/s
 //!    with 1, 10 and 100 webhooks matching every event, and with one webhook
-//!    on a file already holding `--stored` events (10⁶).
+//!    on a file already holding `--stored` events (10⁶); on that file also
+//!    the event-to-webhook latency of 4. at the same fixed load.
 //!
 //! `--quick` runs tiny versions of all of them (a smoke test).
 
@@ -396,50 +397,7 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
     });
 
     // 4. Event-to-webhook latency at a steady rate.
-    let lat_sink = sink(epoch, true).await;
-    let relay = RelayProc::start(config(
-        dir,
-        "latency.db",
-        &format!("[[webhook]]\nid = \"bench\"\nevents = [\"*\"]\nurl = \"http://{}/hook\"\n", lat_sink.addr),
-    ));
-    relay.wait_ready().await;
-    let url = format!("{}/v1/batch", relay.url);
-    let per_s = (args.rate as usize).div_ceil(BATCH) as u64;
-    let total = per_s * args.latency_secs;
-    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / per_s));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut sends = Vec::new();
-    for _ in 0..total {
-        ticker.tick().await;
-        let (http, url, body) = (http.clone(), url.clone(), batch_body(epoch, &seq));
-        sends.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let ok = matches!(http.post(&url).body(body).send().await, Ok(r) if r.status() == 202);
-            (ok, t.elapsed().as_secs_f64() * 1000.0)
-        }));
-    }
-    let mut ack_ms = Vec::new();
-    for s in sends {
-        let (ok, ms) = s.await.unwrap();
-        assert!(ok, "latency phase: a batch was refused");
-        ack_ms.push(ms);
-    }
-    let expected = total * BATCH as u64;
-    let wait_until = Instant::now() + Duration::from_secs(60);
-    while lat_sink.count.load(Ordering::Relaxed) < expected && Instant::now() < wait_until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    relay.stop();
-    let latencies = lat_sink.latencies.lock().unwrap().clone();
-    let latency = json!({
-        "events_per_s": per_s * BATCH as u64,
-        "batch_size": BATCH,
-        "seconds": args.latency_secs,
-        "delivered": latencies.len(),
-        "expected": expected,
-        "event_to_webhook_ms": summary(latencies.clone()),
-        "ack_ms": summary(ack_ms),
-    });
+    let (latency, latencies) = latency_row(args, dir, "latency.db", epoch, &seq, &http).await;
     let scale = if args.no_scale { Value::Null } else { scale(args, dir, epoch, &seq, &http).await };
 
     // 7. How cost grows: webhooks per event, and events already stored. The
@@ -451,17 +409,22 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         json!("N webhooks match every event. Ingest: clients post for half the ingest time while the webhooks are rate-limited to 1/h (nothing sent), so each event costs one event row and N delivery rows. Deliveries: a backlog of about `--deliveries` built behind that limit, drained by a restarted relay to a local receiver (128 sends in flight in all, at least 2 per webhook)."),
     );
     let mut with_stored = Value::Null;
+    let mut stored_latency = Value::Null;
     for hooks in [1, 10, 100] {
         let row = webhook_row(args, dir, &format!("fanout-{hooks}.db"), hooks, epoch, &seq, &http).await;
         fanout.insert(format!("webhooks_{hooks}"), row);
         if hooks == 1 {
+            // Latency first, at a fixed load on the file as pre-filled; then
+            // the same row as `webhooks_1` (which leaves deliveries pending
+            // behind its rate limit, that would drain into a later latency run).
+            stored_latency = latency_row(args, dir, "stored.db", epoch, &seq, &http).await.0;
             with_stored = webhook_row(args, dir, "stored.db", 1, epoch, &seq, &http).await;
         }
     }
     let empty = &fanout["webhooks_1"];
     let ack = with_stored["ack_ms"].take();
     let stored = json!({
-        "what": "`fanout.webhooks_1` again, on a file that already holds the stored events (each with one delivered delivery)",
+        "what": "`fanout.webhooks_1` again, on a file that already holds the stored events (each with one delivered delivery); before it, event-to-webhook latency at the fixed load of `latency` on that file as pre-filled",
         "stored_events": args.stored,
         "prefill_seconds": prefill_s,
         "ingest_events_per_s": with_stored["ingest_events_per_s"],
@@ -470,7 +433,13 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Value {
         "delivered": with_stored["delivered"],
         "backlog": with_stored["backlog"],
         "ingest_errors": with_stored["ingest_errors"],
+        "latency_events_per_s": stored_latency["events_per_s"],
+        "latency_delivered": stored_latency["delivered"],
+        "latency_expected": stored_latency["expected"],
+        "event_to_webhook_ms": stored_latency["event_to_webhook_ms"],
         "ratio_to_empty_file": {
+            "event_to_webhook_p50": ratio(&stored_latency["event_to_webhook_ms"]["p50"], &latency["event_to_webhook_ms"]["p50"]),
+            "event_to_webhook_p99": ratio(&stored_latency["event_to_webhook_ms"]["p99"], &latency["event_to_webhook_ms"]["p99"]),
             "ingest_events_per_s": ratio(&with_stored["ingest_events_per_s"], &empty["ingest_events_per_s"]),
             "ack_p99": ratio(&ack["p99"], &empty["ack_ms"]["p99"]),
             "deliveries_per_s": ratio(&with_stored["deliveries_per_s"], &empty["deliveries_per_s"]),
@@ -1098,6 +1067,65 @@ async fn webhook_row(
         "concurrency_per_webhook": (128 / hooks).max(2),
         "deliveries_per_s": (drained as f64 / span).round(),
     })
+}
+
+/// Event-to-webhook latency at a steady `args.rate` events/s for
+/// `args.latency_secs`, on the SQLite file `db` (fresh or pre-filled), one
+/// webhook (`bench-0`, the id the pre-filled rows carry) to a receiver that
+/// stamps arrivals. Returns the row and the raw latencies (ms).
+async fn latency_row(
+    args: &Args,
+    dir: &std::path::Path,
+    db: &str,
+    epoch: Instant,
+    seq: &Arc<AtomicU64>,
+    http: &reqwest::Client,
+) -> (Value, Vec<f64>) {
+    let lat_sink = sink(epoch, true).await;
+    let relay = RelayProc::start(config(
+        dir,
+        db,
+        &format!("[[webhook]]\nid = \"bench-0\"\nevents = [\"*\"]\nurl = \"http://{}/hook\"\n", lat_sink.addr),
+    ));
+    relay.wait_ready().await;
+    let url = format!("{}/v1/batch", relay.url);
+    let per_s = (args.rate as usize).div_ceil(BATCH) as u64;
+    let total = per_s * args.latency_secs;
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / per_s));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = Vec::new();
+    for _ in 0..total {
+        ticker.tick().await;
+        let (http, url, body) = (http.clone(), url.clone(), batch_body(epoch, seq));
+        sends.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let ok = matches!(http.post(&url).body(body).send().await, Ok(r) if r.status() == 202);
+            (ok, t.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut ack_ms = Vec::new();
+    for s in sends {
+        let (ok, ms) = s.await.unwrap();
+        assert!(ok, "latency phase: a batch was refused");
+        ack_ms.push(ms);
+    }
+    let expected = total * BATCH as u64;
+    let wait_until = Instant::now() + Duration::from_secs(60);
+    while lat_sink.count.load(Ordering::Relaxed) < expected && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.stop();
+    let latencies = lat_sink.latencies.lock().unwrap().clone();
+    let row = json!({
+        "events_per_s": per_s * BATCH as u64,
+        "batch_size": BATCH,
+        "seconds": args.latency_secs,
+        "delivered": latencies.len(),
+        "expected": expected,
+        "event_to_webhook_ms": summary(latencies.clone()),
+        "ack_ms": summary(ack_ms),
+    });
+    (row, latencies)
 }
 
 /// A SQLite file holding `n` events, each with one delivered delivery, in the
