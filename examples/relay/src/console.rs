@@ -99,7 +99,7 @@ pub fn respond(admin_on: bool, asset: Asset) -> Response {
 mod tests {
     use super::*;
 
-    fn header<'a>(r: &'a Response, name: header::HeaderName) -> &'a str {
+    fn header(r: &Response, name: header::HeaderName) -> &str {
         r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
