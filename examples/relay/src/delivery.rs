@@ -509,7 +509,6 @@ impl Drop for Unpark<'_> {
 /// concurrency, and starts an attempt for each. Limits follow the webhook's
 /// current definition.
 async fn worker(inner: Arc<Inner>, id: String, mut rx: mpsc::UnboundedReceiver<PendingDelivery>) {
-    let mut version = None;
     let mut limit = Arc::new(Semaphore::new(DEFAULT_CONCURRENCY));
     let mut limiter = None;
     let mut shape = None;
@@ -524,13 +523,11 @@ async fn worker(inner: Arc<Inner>, id: String, mut rx: mpsc::UnboundedReceiver<P
             inner.owned.lock().unwrap().remove(&d.id);
             continue;
         };
-        if version != Some(catalog.version) {
-            version = Some(catalog.version);
-            if shape != Some((w.concurrency, w.rate_limit)) {
-                shape = Some((w.concurrency, w.rate_limit));
-                limit = Arc::new(Semaphore::new(w.concurrency));
-                limiter = w.rate_limit.map(|r| inner.storage.rate_limiter(&w.id, r));
-            }
+        // Rebuilt only when an edit changed them (in-flight permits stay with the old semaphore).
+        if shape != Some((w.concurrency, w.rate_limit)) {
+            shape = Some((w.concurrency, w.rate_limit));
+            limit = Arc::new(Semaphore::new(w.concurrency));
+            limiter = w.rate_limit.map(|r| inner.storage.rate_limiter(&w.id, r));
         }
         if let Some(limiter) = limiter.as_mut() {
             while let Err(wait) = limiter.take().await {

@@ -74,6 +74,15 @@ pub struct ErrorObject {
     pub fields: Option<Vec<FieldError>>,
 }
 
+/// Like [`parse_body`], for bodies that may be left out (every field optional).
+pub fn parse_optional_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T> {
+    if body.is_empty() {
+        Ok(T::default())
+    } else {
+        parse_body(body)
+    }
+}
+
 /// A JSON body, or a 400 naming the field that is wrong (`url`,
 /// `retry[1]`, or the missing or unknown key), not just a line and column.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {

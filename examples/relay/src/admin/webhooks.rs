@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{parse_body, ErrorResponse};
+use super::{parse_body, parse_optional_body, ErrorResponse};
 use crate::catalog::{self, Catalog, Change, Origin, StoredSecret, StoredWebhook};
 use crate::config::WebhookSpec;
 use crate::error::{Error, FieldError, Result};
@@ -300,7 +300,7 @@ pub async fn disable(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<WebhookView>> {
-    let body: DisableBody = if body.is_empty() { DisableBody::default() } else { parse_body(&body)? };
+    let body: DisableBody = parse_optional_body(&body)?;
     relay.registry.current().stored_webhook(&id).ok_or_else(|| not_found(&id))?;
     let reason =
         body.reason.filter(|r| !r.trim().is_empty()).unwrap_or_else(|| "disabled through the admin API".into());
@@ -323,7 +323,7 @@ pub async fn enable(State(relay): State<Arc<Relay>>, Path(id): Path<String>) -> 
 #[utoipa::path(post, path = "/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = String, Path)), request_body = RotateBody,
     responses((status = 200, body = Rotated), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub async fn rotate(State(relay): State<Arc<Relay>>, Path(id): Path<String>, body: Bytes) -> Result<Json<Rotated>> {
-    let body: RotateBody = if body.is_empty() { RotateBody::default() } else { parse_body(&body)? };
+    let body: RotateBody = parse_optional_body(&body)?;
     let grace = match &body.grace {
         None => DEFAULT_GRACE_MS,
         Some(g) => humantime::parse_duration(g).map(|d| d.as_millis() as i64).map_err(|e| {
@@ -412,7 +412,7 @@ fn render(relay: &Relay, catalog: &Catalog, hook: usize, event: Value, msg_id: &
 #[utoipa::path(post, path = "/webhooks/{id}/preview", tag = "webhooks", params(("id" = String, Path)), request_body = EventChoice,
     responses((status = 200, body = Preview), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub async fn preview(State(relay): State<Arc<Relay>>, Path(id): Path<String>, body: Bytes) -> Result<Json<Preview>> {
-    let choice: EventChoice = if body.is_empty() { EventChoice::default() } else { parse_body(&body)? };
+    let choice: EventChoice = parse_optional_body(&body)?;
     let catalog = relay.registry.current();
     let (hook, _) = catalog.webhook(&id).ok_or_else(|| not_found(&id))?;
     let msg_id = choice.msg_id.clone().unwrap_or_else(|| PREVIEW_MSG_ID.into());
@@ -448,7 +448,7 @@ pub async fn preview_unsaved(State(relay): State<Arc<Relay>>, body: Bytes) -> Re
 #[utoipa::path(post, path = "/webhooks/{id}/test", tag = "webhooks", params(("id" = String, Path)), request_body = EventChoice,
     responses((status = 200, body = TestResult), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub async fn test(State(relay): State<Arc<Relay>>, Path(id): Path<String>, body: Bytes) -> Result<Json<TestResult>> {
-    let choice: EventChoice = if body.is_empty() { EventChoice::default() } else { parse_body(&body)? };
+    let choice: EventChoice = parse_optional_body(&body)?;
     let catalog = relay.registry.current();
     let (hook, _) = catalog.webhook(&id).ok_or_else(|| not_found(&id))?;
     let mut event = choose_event(&relay, &catalog, hook, choice).await?;
