@@ -27,7 +27,12 @@ http.createServer((req, res) => {
     res.writeHead(200, { "content-type": "application/json" });
     return res.end(JSON.stringify({ endpoint: `${RELAY}/v1/batch`, writeKey: "pk_live_demo" }));
   }
-  if (url.pathname.startsWith("/cuecast/")) return serveFile(res, path.join(pkg, path.basename(url.pathname)));
+  if (url.pathname.startsWith("/cuecast/")) {
+    // The package, snippets/ included; nothing outside pkg/.
+    const file = path.join(pkg, path.normalize(decodeURIComponent(url.pathname.slice("/cuecast/".length))));
+    if (!file.startsWith(pkg + path.sep)) return res.writeHead(404).end("not found");
+    return serveFile(res, file);
+  }
   serveFile(res, path.join(here, "index.html"));
 }).listen(PAGE_PORT, "127.0.0.1", () => console.log(`demo page:  http://127.0.0.1:${PAGE_PORT}/`));
 

@@ -218,9 +218,9 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         }
     }));
     inner.borrow_mut()._hide = hide;
-    if let (true, Some(document)) = (auto_capture, window.document()) {
+    if auto_capture {
         let weak = Rc::downgrade(&inner);
-        let listeners = Listeners::install(&document, move |c| on_captured(&weak, c));
+        let listeners = Listeners::install(move |c| on_captured(&weak, c));
         inner.borrow_mut().capture = Some(listeners);
     }
     CLIENTS.with_borrow_mut(|clients| clients.push(inner.clone()));
@@ -497,7 +497,10 @@ impl Client {
                     report.sent, report.failed, report.pending, report.dropped
                 )
             });
-            serde_wasm_bindgen::to_value(&report).map_err(JsValue::from)
+            // Through JSON: serde_json's serialiser is linked anyway, and
+            // serde-wasm-bindgen's (with its string cache) cost 3 KB gzip.
+            let json = serde_json::to_string(&report).unwrap_or_default();
+            js_sys::JSON::parse(&json)
         })
     }
 }
@@ -659,7 +662,7 @@ async fn post_and_record(rc: &Rc<RefCell<Inner>>, out: Outgoing, endpoint: Strin
         }
         fits
     };
-    let reply = transport::post(&endpoint, out.body.clone(), REQUEST_TIMEOUT_MS, keepalive).await;
+    let reply = transport::post(&endpoint, &out.body, REQUEST_TIMEOUT_MS, keepalive).await;
     if keepalive {
         rc.borrow_mut().keepalive_bytes -= size;
     }

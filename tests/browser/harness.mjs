@@ -188,3 +188,21 @@ export function verifySignature(request, secret, content) {
   const given = request.headers["webhook-signature"].split(" ").map((s) => s.replace(/^v1,/, ""));
   return given.includes(expected) && Math.abs(Date.now() / 1000 - Number(ts)) < 300;
 }
+
+/**
+ * The files a page downloads to run the SDK from the installed package: the
+ * wasm module, the wasm-bindgen glue, `index.js` and the glue's snippets
+ * (`host.js`). What the size test and `cargo xtask bench` weigh.
+ */
+export function payloadFiles(pkg = path.join(here, "node_modules/cuecast")) {
+  const files = ["cuecast_bg.wasm", "cuecast.js", "index.js"].map((f) => path.join(pkg, f));
+  const walk = (dir) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(p);
+      else if (p.endsWith(".js")) files.push(p);
+    }
+  };
+  if (fs.existsSync(path.join(pkg, "snippets"))) walk(path.join(pkg, "snippets"));
+  return files;
+}

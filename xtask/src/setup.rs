@@ -13,6 +13,7 @@ pub struct Tools {
     pub nightly: &'static str,
     pub wasm_bindgen: PathBuf,
     pub wasm_opt: PathBuf,
+    pub esbuild: PathBuf,
     pub chromium: PathBuf,
 }
 
@@ -22,7 +23,8 @@ pub fn all() -> Result<Tools> {
     let wasm_bindgen = wasm_bindgen_cli()?;
     let chromium = chromium()?;
     npm_tools()?;
-    Ok(Tools { nightly, wasm_bindgen, wasm_opt: root().join("tests/browser/node_modules/.bin/wasm-opt"), chromium })
+    let bin = root().join("tests/browser/node_modules/.bin");
+    Ok(Tools { nightly, wasm_bindgen, wasm_opt: bin.join("wasm-opt"), esbuild: bin.join("esbuild"), chromium })
 }
 
 /// The npm package is built with a pinned nightly: only nightly can rebuild
@@ -103,8 +105,8 @@ fn chromium() -> Result<PathBuf> {
 
 /// The npm tools pinned in `tests/browser/package.json`: playwright-core
 /// (drives Debian's Chromium; downloads no browser), binaryen's wasm-opt 132
-/// (Debian's 108 produces modules that fail in Chromium) and TypeScript (to
-/// check the shipped declarations).
+/// (Debian's 108 produces modules that fail in Chromium), TypeScript (to
+/// check the shipped declarations) and esbuild (minifies the package's JavaScript).
 fn npm_tools() -> Result {
     let dir = root().join("tests/browser");
     let manifest =

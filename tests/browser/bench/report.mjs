@@ -82,7 +82,7 @@ if (sdk) {
   out.push("The npm payload a page downloads, against the anchors' shipped browser bundles (installed from the registry at pinned versions in `tests/browser/bench/anchors`), measured by the same code in the same run.", "");
   const rows = [
     ["cuecast `.wasm`", kb(sdk.size.wasm.raw), kb(sdk.size.wasm.gzip), kb(sdk.size.wasm.brotli), ""],
-    ["cuecast JS (glue + `index.js`)", kb(sdk.size.js.raw), kb(sdk.size.js.gzip), kb(sdk.size.js.brotli), ""],
+    ["cuecast JS (glue, `index.js`, `host.js`; minified)", kb(sdk.size.js.raw), kb(sdk.size.js.gzip), kb(sdk.size.js.brotli), ""],
     ["**cuecast total**", `**${kb(sdk.size.total.raw)}**`, `**${kb(sdk.size.total.gzip)}**`, `**${kb(sdk.size.total.brotli)}**`, "1.00"],
     ...(sdk.size.loader ? [["cuecast `loader.js` (plain `<script>` entry, optional, not in the total)", kb(sdk.size.loader.raw), kb(sdk.size.loader.gzip), kb(sdk.size.loader.brotli), ""]] : []),
   ];

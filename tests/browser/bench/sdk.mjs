@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import zlib from "node:zlib";
 import { fileURLToPath } from "node:url";
-import { startReceiver, startSite, launchChromium, openPage } from "../harness.mjs";
+import { startReceiver, startSite, launchChromium, openPage, payloadFiles } from "../harness.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../../..");
@@ -35,7 +35,7 @@ function sizes(files) {
 const pkg = path.join(here, "../node_modules/cuecast");
 const size = {
   wasm: sizes([path.join(pkg, "cuecast_bg.wasm")]),
-  js: sizes([path.join(pkg, "cuecast.js"), path.join(pkg, "index.js")]),
+  js: sizes(payloadFiles(pkg).filter((f) => f.endsWith(".js"))),
 };
 size.total = Object.fromEntries(Object.keys(size.wasm).map((k) => [k, size.wasm[k] + size.js[k]]));
 // The plain <script> loader: an optional entry that loads index.js, not part of the total.

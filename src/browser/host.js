@@ -1,0 +1,132 @@
+// The browser calls the wasm layer makes through plain JavaScript: fetch,
+// sendBeacon and the DOM walk of auto-capture. Each is a few lines here and,
+// through web-sys, gloo-net and serde_json's map, several kilobytes of wasm
+// and glue (README, "Size"). The decisions stay in Rust: this file only
+// performs IO and reports what happened. wasm-bindgen copies it into the
+// package (`snippets/`) and imports it from the glue.
+
+// POSTs `body` as text/plain (a CORS-simple request: no preflight) and
+// resolves with [status, Retry-After], status 0 when there was no answer
+// (network error, CORS refusal, timeout). Never rejects.
+export async function post(url, body, timeoutMs, keepalive) {
+  const controller = new AbortController();
+  // Without a deadline a relay that accepts and never answers would hold
+  // the one in-flight batch forever.
+  const deadline = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    const r = await fetch(url, {
+      method: "POST",
+      body,
+      keepalive,
+      signal: controller.signal,
+      headers: { "Content-Type": "text/plain;charset=UTF-8" },
+    });
+    const retryAfter = r.headers.get("retry-after");
+    // Read the (small) body: until it is consumed the browser counts a
+    // keepalive request against the page's 64 KB, and later ones fail.
+    await r.text().catch(() => {});
+    return [r.status, retryAfter];
+  } catch {
+    return [0, null];
+  } finally {
+    clearTimeout(deadline);
+  }
+}
+
+// Whether fetch supports `keepalive` here (older Firefox: no).
+export const keepaliveSupported = () => typeof Request !== "undefined" && "keepalive" in Request.prototype;
+
+// Queues `body` with navigator.sendBeacon as a text/plain Blob; false when
+// the browser refused it (over its quota) or has no sendBeacon.
+export function beacon(url, body) {
+  try {
+    return navigator.sendBeacon(url, new Blob([body], { type: "text/plain;charset=UTF-8" }));
+  } catch {
+    return false;
+  }
+}
+
+// Declarative auto-capture: `data-cuecast-*` attributes become events.
+// One delegated listener per event type on `document`, in the capture phase
+// (a page calling stopPropagation() does not hide interactions), nothing per
+// element, so elements added later work too. `found(event, properties)`
+// hands each interaction to the Rust client, which validates and queues it.
+//
+// - click inside [data-cuecast-shoutout=ID] → shoutout.clicked (`action`
+//   from the nearest data-cuecast-action inside it, else `link` inside an
+//   a[href], else `cta`);
+// - click inside [data-cuecast-task=ID] → onboarding.task_completed
+//   (`checklistId` from the nearest data-cuecast-checklist);
+// - submit of form[data-cuecast-survey=ID] → survey.submitted with the form's
+//   named fields as `answers` (a field named `score` becomes the score,
+//   `comment` the comment; data-cuecast-kind on the form sets `kind`).
+//   Password, hidden and file inputs, buttons, disabled or unchecked
+//   controls and fields inside [data-cuecast-ignore] are never captured.
+export function capture(found) {
+  document.addEventListener("click", (e) => fromClick(e, found), true);
+  document.addEventListener("submit", (e) => fromSubmit(e, found), true);
+}
+
+function fromClick(e, found) {
+  // A click on text lands on the text node; its element is the parent.
+  const target = e.target instanceof Element ? e.target : e.target && e.target.parentElement;
+  if (!target) return;
+  const shoutout = target.closest("[data-cuecast-shoutout]");
+  if (shoutout) {
+    // The nearest marker between the clicked element and the ShoutOut wins.
+    const inside = (el) => el && shoutout.contains(el) && el;
+    const marked = inside(target.closest("[data-cuecast-action]"));
+    const action = marked ? marked.getAttribute("data-cuecast-action") : inside(target.closest("a[href]")) ? "link" : "cta";
+    found("shoutout.clicked", { shoutoutId: shoutout.getAttribute("data-cuecast-shoutout"), action });
+    return;
+  }
+  const task = target.closest("[data-cuecast-task]");
+  if (!task) return;
+  const props = { taskId: task.getAttribute("data-cuecast-task") };
+  const list = task.closest("[data-cuecast-checklist]");
+  if (list) props.checklistId = list.getAttribute("data-cuecast-checklist");
+  found("onboarding.task_completed", props);
+}
+
+const SKIPPED = ["password", "hidden", "file", "submit", "button", "reset", "image"];
+
+function fromSubmit(e, found) {
+  const form = e.target;
+  if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-cuecast-survey")) return;
+  const props = { surveyId: form.getAttribute("data-cuecast-survey") };
+  if (form.hasAttribute("data-cuecast-kind")) props.kind = form.getAttribute("data-cuecast-kind");
+  const answers = new Map();
+  for (const el of form.elements) {
+    for (const value of fieldValues(el)) {
+      if (el.name === "score") {
+        // A score is a number; one that does not parse stays a string so that
+        // validation names it instead of silently dropping it.
+        const text = value.trim();
+        const n = Number(text);
+        props.score = text !== "" && Number.isFinite(n) && String(n) === text ? n : value;
+      } else if (el.name === "comment") {
+        props.comment = value;
+      } else {
+        answers.set(el.name, [...(answers.get(el.name) || []), value]);
+      }
+    }
+  }
+  if (answers.size || !("score" in props)) {
+    props.answers = [...answers].map(([questionId, v]) => ({ questionId, answer: v.length === 1 ? v[0] : v }));
+  }
+  found("survey.submitted", props);
+}
+
+// The submitted values of a form control: none when it is not captured,
+// several for a <select multiple>.
+function fieldValues(el) {
+  if (!el.name || el.disabled || el.closest("[data-cuecast-ignore]")) return [];
+  if (el instanceof HTMLInputElement) {
+    const kind = el.type.toLowerCase();
+    const unchecked = (kind === "checkbox" || kind === "radio") && !el.checked;
+    return SKIPPED.includes(kind) || unchecked ? [] : [el.value];
+  }
+  if (el instanceof HTMLSelectElement) return Array.from(el.selectedOptions, (o) => o.value);
+  if (el instanceof HTMLTextAreaElement) return [el.value];
+  return [];
+}
