@@ -130,3 +130,149 @@ function fieldValues(el) {
   if (el instanceof HTMLTextAreaElement) return [el.value];
   return [];
 }
+
+// Where queued events are kept between page loads (the rules, and which page
+// sends what, are in persist.rs): IndexedDB with a localStorage "rescue"
+// copy beside it, else localStorage alone, else nothing. Keys and values are
+// strings the Rust side builds and parses; nothing here throws into the page.
+export async function openShelf() {
+  let local = null;
+  try {
+    localStorage.setItem("cuecast:v1:probe", "1");
+    localStorage.removeItem("cuecast:v1:probe");
+    local = localStorage;
+  } catch {
+    // Blocked, private mode or full: no localStorage.
+  }
+  const db = await openDb();
+  if (db) return shelf("IndexedDB", db, local);
+  return local ? shelf("localStorage", null, local) : null;
+}
+
+// IndexedDB itself throws in some sandboxed frames and `open` fails in some
+// private modes: both fall back (null).
+function openDb() {
+  return new Promise((resolve) => {
+    try {
+      const request = indexedDB.open("cuecast", 1);
+      request.onupgradeneeded = () => request.result.createObjectStore("events");
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => resolve(null);
+    } catch {
+      resolve(null);
+    }
+  });
+}
+
+const settled = (request) =>
+  new Promise((resolve) => {
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => resolve([]);
+  });
+
+function shelf(kind, db, local) {
+  const localKeys = (low) => {
+    const keys = [];
+    for (let i = 0; i < local.length; i++) {
+      const key = local.key(i);
+      if (key && key.startsWith(low)) keys.push(key);
+    }
+    return keys;
+  };
+  // Reads one request's result from the object store, [] when it fails.
+  const read = (method, low) => {
+    if (!db) return [];
+    try {
+      const store = db.transaction("events").objectStore("events");
+      return settled(store[method](IDBKeyRange.bound(low, low + "\uffff")));
+    } catch {
+      return [];
+    }
+  };
+  return {
+    kind,
+    // Issues every write before returning (they are on their way even if the
+    // page closes next); the promise says whether they were committed. A
+    // quota error aborts the transaction: reported, not thrown.
+    write(changes) {
+      try {
+        if (!db) {
+          let ok = true;
+          for (const [key, value] of changes) {
+            try {
+              if (value === null) local.removeItem(key);
+              else local.setItem(key, value);
+            } catch {
+              ok = false;
+            }
+          }
+          return ok ? Promise.resolve(true) : Promise.reject(false);
+        }
+        const tx = db.transaction("events", "readwrite");
+        const store = tx.objectStore("events");
+        for (const [key, value] of changes) {
+          if (value === null) {
+            store.delete(key);
+            local && local.removeItem(key); // its rescue copy, if any
+          } else {
+            store.put(value, key);
+          }
+        }
+        return new Promise((resolve, reject) => {
+          tx.oncomplete = () => resolve(true);
+          tx.onabort = tx.onerror = () => reject(false);
+        });
+      } catch {
+        return Promise.reject(false);
+      }
+    },
+    // Copies entries to localStorage at once, beside IndexedDB (the page may
+    // be closing with writes uncommitted). A full quota only skips the copy.
+    rescue(entries) {
+      if (!db || !local) return;
+      try {
+        for (const [key, value] of entries) local.setItem(key, value);
+      } catch {
+        // Full: the rest stays in IndexedDB alone.
+      }
+    },
+    // The keys, or the values, under `low`, from both stores.
+    async keys(low) {
+      return [...(local ? localKeys(low) : []), ...(await read("getAllKeys", low))];
+    },
+    async values(low) {
+      const stored = local ? localKeys(low).map((k) => local.getItem(k)) : [];
+      return [...stored, ...(await read("getAll", low))].filter((v) => typeof v === "string");
+    },
+  };
+}
+
+// The Web Locks API (navigator.locks), where the page has it (secure
+// contexts in current browsers): one lock per page, held while it lives.
+export const hasLocks = () => typeof navigator !== "undefined" && !!navigator.locks;
+
+// Takes lock `name` and keeps it until the function it resolves with is
+// called (or the page goes away).
+export function holdLock(name) {
+  return new Promise((granted) => {
+    navigator.locks.request(name, () => new Promise((release) => granted(release)));
+  });
+}
+
+// Runs `task` (returns a promise) while holding lock `name`; resolves after.
+export const withLock = (name, task) => navigator.locks.request(name, task).then(() => true, () => false);
+
+// Calls `free` once lock `name` (another page's) is free: that page is gone
+// or frozen. The lock is let go again at once.
+export function whenFree(name, free) {
+  navigator.locks.request(name, () => free());
+}
+
+// The names of the locks held now, by any page of this origin.
+export async function heldLocks() {
+  try {
+    return (await navigator.locks.query()).held.map((lock) => lock.name);
+  } catch {
+    return [];
+  }
+}

@@ -175,7 +175,7 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         shelf: Rc::new(Shelf::memory(&scope)),
         page: page_id,
         ready: false,
-        locks: Locks::get(&window),
+        locks: Locks::get(),
         release: None,
         watched: Vec::new(),
         _adopt_timer: None,
@@ -231,8 +231,7 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
 /// Opens storage, takes this page's lock, adopts what pages that are gone
 /// left behind, then starts sending (oldest first).
 async fn open_storage(rc: Rc<RefCell<Inner>>, scope: String) {
-    let window = rc.borrow().window.clone();
-    let shelf = Shelf::open(&window, &scope).await;
+    let shelf = Shelf::open(&scope).await;
     let shared = shelf.shared();
     {
         let mut inner = rc.borrow_mut();

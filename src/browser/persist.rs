@@ -20,57 +20,64 @@
 //! letting go. Without Web Locks (plain-http pages, old browsers) a page
 //! adopts every other owner's records at start: an event may then be sent by
 //! two live tabs, and the relay drops the duplicate by its id.
+//!
+//! The IndexedDB, `localStorage` and Web Locks calls themselves are in
+//! `host.js` (there a few hundred bytes; through web-sys and futures glue
+//! they were 5 KB gzip). Keys, record parsing and merging, and every
+//! decision stay here.
 
-use js_sys::{Array, Function, Promise, Reflect};
+use js_sys::{Array, Function, Promise};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{IdbDatabase, IdbKeyRange, IdbObjectStore, IdbRequest, IdbTransactionMode, Storage, Window};
 
 use crate::outbox::{Change, Record};
 
-const DB_NAME: &str = "cuecast";
-const STORE: &str = "events";
+#[wasm_bindgen(module = "/src/browser/host.js")]
+extern "C" {
+    /// The JS side of a shelf: `kind`, `write`, `rescue`, `keys`, `values`.
+    pub type HostShelf;
+    #[wasm_bindgen(js_name = openShelf)]
+    fn open_shelf() -> Promise;
+    #[wasm_bindgen(method, getter)]
+    fn kind(this: &HostShelf) -> String;
+    #[wasm_bindgen(method)]
+    fn write(this: &HostShelf, changes: Array) -> Promise;
+    #[wasm_bindgen(method)]
+    fn rescue(this: &HostShelf, entries: Array);
+    #[wasm_bindgen(method)]
+    fn keys(this: &HostShelf, low: &str) -> Promise;
+    #[wasm_bindgen(method)]
+    fn values(this: &HostShelf, low: &str) -> Promise;
 
-enum Read {
-    Keys,
-    Values,
-}
-
-enum Backend {
-    Idb(IdbDatabase),
-    Local(Storage),
-    Memory,
+    #[wasm_bindgen(js_name = hasLocks)]
+    fn has_locks() -> bool;
+    #[wasm_bindgen(js_name = holdLock)]
+    fn hold_lock(name: &str) -> Promise;
+    #[wasm_bindgen(js_name = withLock)]
+    fn with_lock(name: &str, task: JsValue) -> Promise;
+    #[wasm_bindgen(js_name = whenFree)]
+    fn when_free(name: &str, free: JsValue);
+    #[wasm_bindgen(js_name = heldLocks)]
+    fn held_locks() -> Promise;
 }
 
 pub struct Shelf {
-    backend: Backend,
+    /// IndexedDB (with the rescue copy) or `localStorage`; `None`: memory only.
+    host: Option<HostShelf>,
     /// `cuecast:v1:<scope>:`
     prefix: String,
-    /// `localStorage` beside IndexedDB, for the copy made when the page is hidden.
-    rescue: Option<Storage>,
 }
 
 impl Shelf {
     /// A shelf that keeps nothing (until [`Shelf::open`] finds storage).
     pub fn memory(scope: &str) -> Shelf {
-        Shelf { backend: Backend::Memory, prefix: format!("cuecast:v1:{scope}:"), rescue: None }
+        Shelf { host: None, prefix: format!("cuecast:v1:{scope}:") }
     }
 
     /// Opens IndexedDB, else `localStorage` (if a test write succeeds), else memory.
-    pub async fn open(window: &Window, scope: &str) -> Shelf {
-        let prefix = format!("cuecast:v1:{scope}:");
-        let local = window.local_storage().ok().flatten().filter(|s| {
-            let probe = "cuecast:v1:probe";
-            s.set_item(probe, "1").is_ok() && s.remove_item(probe).is_ok()
-        });
-        if let Some(db) = open_idb(window).await {
-            return Shelf { backend: Backend::Idb(db), prefix, rescue: local };
-        }
-        match local {
-            Some(storage) => Shelf { backend: Backend::Local(storage), prefix, rescue: None },
-            None => Shelf { backend: Backend::Memory, prefix, rescue: None },
-        }
+    pub async fn open(scope: &str) -> Shelf {
+        let host = JsFuture::from(open_shelf()).await.ok().filter(|h| !h.is_null()).map(JsCast::unchecked_into);
+        Shelf { host, ..Shelf::memory(scope) }
     }
 
     /// `cuecast:v1:<scope>:`, also the start of the lock names.
@@ -78,17 +85,13 @@ impl Shelf {
         &self.prefix
     }
 
-    pub fn kind(&self) -> &'static str {
-        match self.backend {
-            Backend::Idb(_) => "IndexedDB",
-            Backend::Local(_) => "localStorage",
-            Backend::Memory => "memory only",
-        }
+    pub fn kind(&self) -> String {
+        self.host.as_ref().map_or_else(|| "memory only".into(), HostShelf::kind)
     }
 
     /// Whether other pages (and later loads) see what is written here.
     pub fn shared(&self) -> bool {
-        !matches!(self.backend, Backend::Memory)
+        self.host.is_some()
     }
 
     fn key(&self, owner: &str, id: &str) -> String {
@@ -99,79 +102,34 @@ impl Shelf {
     /// (so they are on their way even if the page is closed next); the
     /// future says whether they were committed. Never throws.
     pub fn write(&self, changes: Vec<Change>) -> Option<JsFuture> {
-        if changes.is_empty() {
-            return None;
-        }
-        let value = |r: &Record| serde_json::to_string(r).unwrap_or_default();
-        match &self.backend {
-            Backend::Memory => None,
-            Backend::Local(storage) => {
-                let mut ok = true;
-                for change in changes {
-                    ok &= match change {
-                        Change::Put(r) => storage.set_item(&self.key(&r.owner, &r.id), &value(&r)).is_ok(),
-                        Change::Delete { owner, id } => storage.remove_item(&self.key(&owner, &id)).is_ok(),
-                    };
-                }
-                Some(JsFuture::from(if ok {
-                    Promise::resolve(&JsValue::TRUE)
-                } else {
-                    Promise::reject(&JsValue::FALSE)
-                }))
-            }
-            Backend::Idb(db) => {
-                let tx = db.transaction_with_str_and_mode(STORE, IdbTransactionMode::Readwrite).ok()?;
-                let store = tx.object_store(STORE).ok()?;
-                for change in changes {
-                    let _ = match change {
-                        Change::Put(r) => store.put_with_key(&value(&r).into(), &self.key(&r.owner, &r.id).into()),
-                        Change::Delete { owner, id } => {
-                            let key = self.key(&owner, &id);
-                            if let Some(rescue) = &self.rescue {
-                                let _ = rescue.remove_item(&key);
-                            }
-                            store.delete(&key.into())
-                        }
-                    };
-                }
-                // A quota error aborts the transaction: reported, not thrown.
-                Some(JsFuture::from(Promise::new(&mut |resolve, reject| {
-                    tx.set_oncomplete(Some(&resolve));
-                    tx.set_onabort(Some(&reject));
-                    tx.set_onerror(Some(&reject));
-                })))
-            }
-        }
+        let host = self.host.as_ref().filter(|_| !changes.is_empty())?;
+        let entries: Array = changes
+            .into_iter()
+            .map(|change| match change {
+                Change::Put(r) => self.entry(&r),
+                Change::Delete { owner, id } => Array::of2(&self.key(&owner, &id).into(), &JsValue::NULL),
+            })
+            .collect();
+        Some(JsFuture::from(host.write(entries)))
+    }
+
+    fn entry(&self, r: &Record) -> Array {
+        Array::of2(&self.key(&r.owner, &r.id).into(), &serde_json::to_string(r).unwrap_or_default().into())
     }
 
     /// Copies `records` to `localStorage` at once (the page may be closing
     /// with IndexedDB writes uncommitted). A full quota only skips the copy.
     pub fn rescue(&self, records: Vec<Record>) {
-        let Some(storage) = &self.rescue else { return };
-        for r in records {
-            if storage.set_item(&self.key(&r.owner, &r.id), &serde_json::to_string(&r).unwrap_or_default()).is_err() {
-                return;
-            }
-        }
-    }
-
-    fn local(&self) -> Option<&Storage> {
-        match &self.backend {
-            Backend::Local(storage) => Some(storage),
-            _ => self.rescue.as_ref(),
+        if let Some(host) = &self.host {
+            host.rescue(records.iter().map(|r| self.entry(r)).collect());
         }
     }
 
     /// The owners that have records here, without reading the records.
     pub async fn owners(&self) -> Vec<String> {
-        let mut keys: Vec<String> = match self.local() {
-            Some(storage) => local_keys(storage, &self.prefix),
-            None => Vec::new(),
-        };
-        keys.extend(self.idb_strings("", Read::Keys).await);
         let mut owners: Vec<String> = Vec::new();
-        for key in &keys {
-            let owner = key[self.prefix.len()..].split_once(':').map(|(owner, _)| owner);
+        for key in strings(self.host.as_ref().map(|h| h.keys(&self.prefix))).await {
+            let owner = key.strip_prefix(&self.prefix).and_then(|k| k.split_once(':')).map(|(owner, _)| owner);
             if let Some(owner) = owner.filter(|o| !owners.iter().any(|known| known == o)) {
                 owners.push(owner.to_string());
             }
@@ -182,14 +140,7 @@ impl Shelf {
     /// The records `owner` left here. Where an event has both an IndexedDB
     /// record and a rescue copy, the one further along (attempt, last send) wins.
     pub async fn records_of(&self, owner: &str) -> Vec<Record> {
-        let mine = self.key(owner, "");
-        let mut raw: Vec<String> = match self.local() {
-            Some(storage) => {
-                local_keys(storage, &mine).iter().filter_map(|k| storage.get_item(k).ok().flatten()).collect()
-            }
-            None => Vec::new(),
-        };
-        raw.extend(self.idb_strings(owner, Read::Values).await);
+        let raw = strings(self.host.as_ref().map(|h| h.values(&self.key(owner, "")))).await;
         // The browser's JSON.parse: a Rust parser would cost bundle bytes.
         let parsed = raw
             .iter()
@@ -208,105 +159,29 @@ impl Shelf {
         }
         records
     }
-
-    /// The keys or the values (stored as JSON strings) under `owner` (every
-    /// owner when empty) in IndexedDB; nothing for the other backends.
-    async fn idb_strings(&self, owner: &str, read: Read) -> Vec<String> {
-        let Backend::Idb(db) = &self.backend else { return Vec::new() };
-        let request = match (self.store(db), self.range(owner)) {
-            (Some(store), Some(range)) => match read {
-                Read::Keys => store.get_all_keys_with_key(&range).ok(),
-                Read::Values => store.get_all_with_key(&range).ok(),
-            },
-            _ => None,
-        };
-        let found = match request {
-            Some(request) => done(&request).await.unwrap_or(JsValue::UNDEFINED),
-            None => JsValue::UNDEFINED,
-        };
-        Array::from(&found).iter().filter_map(|v| v.as_string()).collect()
-    }
-
-    fn store(&self, db: &IdbDatabase) -> Option<IdbObjectStore> {
-        db.transaction_with_str(STORE).ok()?.object_store(STORE).ok()
-    }
-
-    /// Keys under `prefix` + `owner` (every owner when empty).
-    fn range(&self, owner: &str) -> Option<IdbKeyRange> {
-        let low = if owner.is_empty() { self.prefix.clone() } else { self.key(owner, "") };
-        let high = format!("{low}\u{ffff}");
-        IdbKeyRange::bound(&low.into(), &high.into()).ok()
-    }
 }
 
-fn local_keys(storage: &Storage, prefix: &str) -> Vec<String> {
-    (0..storage.length().unwrap_or(0))
-        .filter_map(|i| storage.key(i).ok().flatten())
-        .filter(|k| k.starts_with(prefix))
-        .collect()
-}
-
-async fn open_idb(window: &Window) -> Option<IdbDatabase> {
-    // `indexedDB` itself throws in some sandboxed frames; `open` fails in
-    // some private modes: both fall back.
-    let factory = window.indexed_db().ok()??;
-    let request = factory.open_with_u32(DB_NAME, 1).ok()?;
-    let upgrade = Closure::<dyn FnMut(web_sys::Event)>::new({
-        let request = request.clone();
-        move |_| {
-            if let Some(db) = request.result().ok().and_then(|r| r.dyn_into::<IdbDatabase>().ok()) {
-                let _ = db.create_object_store(STORE);
-            }
-        }
-    });
-    request.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
-    let opened = done(&request).await;
-    request.set_onupgradeneeded(None);
-    opened.ok()?.dyn_into::<IdbDatabase>().ok()
-}
-
-/// Waits for an IndexedDB request and returns its result.
-async fn done(request: &IdbRequest) -> Result<JsValue, JsValue> {
-    let finished = Promise::new(&mut |resolve, reject| {
-        request.set_onsuccess(Some(&resolve));
-        request.set_onerror(Some(&reject));
-    });
-    JsFuture::from(finished).await?;
-    request.result()
+/// The strings a host promise resolves with (none when it fails).
+async fn strings(promise: Option<Promise>) -> Vec<String> {
+    let Some(promise) = promise else { return Vec::new() };
+    let found = JsFuture::from(promise).await.unwrap_or(JsValue::UNDEFINED);
+    Array::from(&found).iter().filter_map(|v| v.as_string()).collect()
 }
 
 /// The Web Locks API (`navigator.locks`), where the page has it (secure
-/// contexts in current browsers). Called through `Reflect`: web-sys keeps
-/// its bindings behind an unstable flag.
+/// contexts in current browsers).
 #[derive(Clone)]
-pub struct Locks(JsValue);
+pub struct Locks;
 
 impl Locks {
-    pub fn get(window: &Window) -> Option<Locks> {
-        let locks = Reflect::get(&window.navigator(), &"locks".into()).ok()?;
-        (!locks.is_undefined() && !locks.is_null()).then_some(Locks(locks))
-    }
-
-    fn call(&self, method: &str, args: &Array) -> Option<Promise> {
-        let f: Function = Reflect::get(&self.0, &method.into()).ok()?.dyn_into().ok()?;
-        f.apply(&self.0, args).ok()?.dyn_into().ok()
+    pub fn get() -> Option<Locks> {
+        has_locks().then_some(Locks)
     }
 
     /// Takes lock `name` and keeps it until the returned function is called
     /// (or the page goes away). Resolves once the lock is granted.
     pub async fn hold(&self, name: &str) -> Option<Function> {
-        let mut release = None;
-        let held = Promise::new(&mut |resolve, _| release = Some(resolve));
-        let mut granted_resolve = None;
-        let granted = Promise::new(&mut |resolve, _| granted_resolve = Some(resolve));
-        let granted_resolve = granted_resolve?;
-        let callback = Closure::once_into_js(move |_lock: JsValue| {
-            let _ = granted_resolve.call0(&JsValue::UNDEFINED);
-            held
-        });
-        let _ = self.call("request", &Array::of2(&name.into(), &callback))?;
-        JsFuture::from(granted).await.ok()?;
-        release
+        JsFuture::from(hold_lock(name)).await.ok()?.dyn_into().ok()
     }
 
     /// Runs `f` while holding lock `name`; resolves after it is released.
@@ -314,30 +189,23 @@ impl Locks {
     where
         F: std::future::Future<Output = ()> + 'static,
     {
-        let callback = Closure::once_into_js(move |_lock: JsValue| {
+        let task = Closure::once_into_js(move || {
             wasm_bindgen_futures::future_to_promise(async move {
                 f.await;
                 Ok(JsValue::UNDEFINED)
             })
         });
-        match self.call("request", &Array::of2(&name.into(), &callback)) {
-            Some(p) => JsFuture::from(p).await.is_ok(),
-            None => false,
-        }
+        JsFuture::from(with_lock(name, task)).await.is_ok_and(|done| done.is_truthy())
     }
 
     /// Calls `f` once lock `name` (another page's) is free: that page is gone
     /// or frozen. The lock is released again at once.
     pub fn when_free(&self, name: &str, f: impl FnOnce() + 'static) {
-        let callback = Closure::once_into_js(move |_lock: JsValue| f());
-        let _ = self.call("request", &Array::of2(&name.into(), &callback));
+        when_free(name, Closure::once_into_js(f));
     }
 
     /// The names of the locks held now, by any page of this origin.
     pub async fn held(&self) -> Vec<String> {
-        let Some(p) = self.call("query", &Array::new()) else { return Vec::new() };
-        let Ok(snapshot) = JsFuture::from(p).await else { return Vec::new() };
-        let held = Reflect::get(&snapshot, &"held".into()).unwrap_or(JsValue::UNDEFINED);
-        Array::from(&held).iter().filter_map(|l| Reflect::get(&l, &"name".into()).ok()?.as_string()).collect()
+        strings(Some(held_locks())).await
     }
 }
