@@ -276,3 +276,32 @@ export async function heldLocks() {
     return [];
   }
 }
+
+// What the page says about itself, for every event's context: the parts that
+// change (single-page apps), then those fixed for the page's life. A value
+// the browser does not give is null.
+export const pageContext = () => [location.href, location.pathname, document.referrer, document.title];
+
+export function staticContext() {
+  const read = (f) => {
+    try {
+      return f();
+    } catch {
+      return null;
+    }
+  };
+  return [
+    read(() => navigator.userAgent),
+    read(() => navigator.language),
+    read(() => Intl.DateTimeFormat().resolvedOptions().timeZone),
+    read(() => screen.width),
+    read(() => screen.height),
+  ];
+}
+
+// A timer the Rust side holds: `tick` runs after `ms` (every `ms` when
+// `every`); the returned function cancels it.
+export function timer(ms, every, tick) {
+  const id = every ? setInterval(tick, ms) : setTimeout(tick, ms);
+  return () => (every ? clearInterval(id) : clearTimeout(id));
+}

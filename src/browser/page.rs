@@ -52,7 +52,18 @@ impl Env for BrowserEnv {
     }
 }
 
-/// The parts of the context that do not change while the page lives.
+#[wasm_bindgen(module = "/src/browser/host.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = pageContext)]
+    fn page_context() -> js_sys::Array;
+    #[wasm_bindgen(js_name = staticContext)]
+    fn static_context() -> js_sys::Array;
+    #[wasm_bindgen(js_name = timer)]
+    fn host_timer(ms: u32, every: bool, tick: &Closure<dyn FnMut()>) -> js_sys::Function;
+}
+
+/// The parts of the context that do not change while the page lives (read
+/// by `host.js`: through web-sys these reads cost a kilobyte of glue).
 pub struct StaticContext {
     user_agent: Option<String>,
     locale: Option<String>,
@@ -61,35 +72,65 @@ pub struct StaticContext {
 }
 
 impl StaticContext {
-    pub fn read(window: &Window) -> Self {
-        let navigator = window.navigator();
-        let resolved =
-            js_sys::Intl::DateTimeFormat::new(&js_sys::Array::new(), &js_sys::Object::new()).resolved_options();
-        let timezone = js_sys::Reflect::get(&resolved, &"timeZone".into()).ok().and_then(|v| v.as_string());
-        let screen = window.screen().ok().and_then(|s| {
-            Some(Screen { width: s.width().ok()?.max(0) as u32, height: s.height().ok()?.max(0) as u32 })
-        });
-        StaticContext { user_agent: navigator.user_agent().ok(), locale: navigator.language(), timezone, screen }
+    pub fn read() -> Self {
+        let read = static_context();
+        let size = |i| read.get(i).as_f64().map(|n| n.max(0.0) as u32);
+        let screen = size(3).zip(size(4)).map(|(width, height)| Screen { width, height });
+        StaticContext {
+            user_agent: read.get(0).as_string(),
+            locale: read.get(1).as_string(),
+            timezone: read.get(2).as_string(),
+            screen,
+        }
     }
 
     /// The full context of an event tracked now: the page may have changed
     /// (single-page apps), so it is read every time.
-    pub fn context(&self, window: &Window) -> Context {
-        let location = window.location();
-        let document = window.document();
+    pub fn context(&self) -> Context {
+        let page = page_context();
+        let text = |i| page.get(i).as_string().unwrap_or_default();
         Context {
-            page: Some(Page {
-                url: location.href().unwrap_or_default(),
-                path: location.pathname().unwrap_or_default(),
-                referrer: document.as_ref().map(|d| d.referrer()).unwrap_or_default(),
-                title: document.as_ref().map(|d| d.title()).unwrap_or_default(),
-            }),
+            page: Some(Page { url: text(0), path: text(1), referrer: text(2), title: text(3) }),
             user_agent: self.user_agent.clone(),
             locale: self.locale.clone(),
             timezone: self.timezone.clone(),
             screen: self.screen,
             library: Some(Library::cuecast()),
         }
+    }
+}
+
+/// A timeout or interval that is cancelled when dropped (gloo-timers'
+/// habit, without its glue).
+#[must_use]
+pub struct Timer {
+    cancel: js_sys::Function,
+    _tick: Closure<dyn FnMut()>,
+}
+
+impl Timer {
+    pub fn once(ms: u32, tick: impl FnOnce() + 'static) -> Timer {
+        let mut tick = Some(tick);
+        Timer::new(ms, false, move || {
+            if let Some(tick) = tick.take() {
+                tick();
+            }
+        })
+    }
+
+    pub fn every(ms: u32, tick: impl FnMut() + 'static) -> Timer {
+        Timer::new(ms, true, tick)
+    }
+
+    fn new(ms: u32, every: bool, tick: impl FnMut() + 'static) -> Timer {
+        let tick = Closure::<dyn FnMut()>::new(tick);
+        Timer { cancel: host_timer(ms, every, &tick), _tick: tick }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        let _ = self.cancel.call0(&JsValue::UNDEFINED);
     }
 }
 
