@@ -11,12 +11,6 @@ use wasm_bindgen::prelude::*;
 
 use crate::events;
 
-#[wasm_bindgen(module = "/src/browser/host.js")]
-extern "C" {
-    #[wasm_bindgen(js_name = capture)]
-    fn host_capture(found: &Closure<dyn FnMut(String, JsValue)>);
-}
-
 /// A captured interaction, ready for the tracker's typed path.
 pub struct Captured {
     pub event: &'static str,
@@ -40,7 +34,7 @@ impl Listeners {
                 on_capture(Captured { event, properties });
             }
         });
-        host_capture(&found);
+        super::host::capture(&found);
         Listeners { _found: found }
     }
 }

@@ -305,3 +305,20 @@ export function timer(ms, every, tick) {
   const id = every ? setInterval(tick, ms) : setTimeout(tick, ms);
   return () => (every ? clearInterval(id) : clearTimeout(id));
 }
+
+// The page's lifecycle, reported as `on(what, value)`: "hide" when it is
+// hidden or left (`visibilitychange` to hidden is the last event a mobile
+// browser reliably fires; `pagehide` covers navigation; never `unload`, which
+// disables the back/forward cache), "freeze" and "thaw" when it enters and
+// leaves the back/forward cache, "online", and "identity" with the new value
+// when another tab stores `identityKey`.
+export function lifecycle(identityKey, on) {
+  addEventListener("storage", (e) => e.key === identityKey && e.newValue && on("identity", e.newValue));
+  addEventListener("online", () => on("online"));
+  document.addEventListener("visibilitychange", () => document.visibilityState === "hidden" && on("hide"));
+  addEventListener("pagehide", (e) => {
+    on("hide");
+    if (e.persisted) on("freeze");
+  });
+  addEventListener("pageshow", (e) => e.persisted && on("thaw"));
+}

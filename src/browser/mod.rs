@@ -6,6 +6,7 @@
 
 mod capture;
 mod convert;
+mod host;
 mod page;
 mod persist;
 mod transport;
@@ -19,7 +20,6 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use js_sys::{Function, Promise, Reflect};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
 use web_sys::Window;
 
@@ -30,7 +30,7 @@ use crate::outbox::{storage_scope, Answer, Change, Outgoing, Push};
 use crate::retry::parse_retry_after;
 use crate::tracker::{Env, Identity, Tracked, Tracker};
 use capture::{Captured, Listeners};
-use page::{log, BrowserEnv, Listener, StaticContext, Store, Timer};
+use page::{log, BrowserEnv, StaticContext, Store, Timer};
 use persist::{Locks, Shelf};
 
 /// Where the identity (anonymous id, user, session, opt-out) is kept.
@@ -65,12 +65,11 @@ struct Inner {
     waiters: Vec<Waker>,
     /// Auto-capture, on the first client that asked for it only.
     capture: Option<Listeners>,
-    /// Adopts opt-out, login and logout from other tabs of this origin.
-    _storage: Option<Listener>,
-    /// Resumes sending when the browser is back online.
-    _online: Option<Listener>,
-    /// Sends what is queued when the page is hidden or left.
-    _hide: Vec<Listener>,
+    /// The page's lifecycle (`lifecycle` in `host.js`): sends what is queued
+    /// when the page is hidden or left, lets go of and takes back this
+    /// page's lock around the back/forward cache, resumes sending when back
+    /// online, and adopts opt-out, login and logout from other tabs.
+    _lifecycle: Option<Lifecycle>,
     /// Body bytes of keepalive requests in flight (see [`KEEPALIVE_BUDGET`]).
     keepalive_bytes: usize,
     /// Where queued events are kept (memory until storage has opened).
@@ -99,6 +98,9 @@ struct Inner {
 /// faster (README, "Size"). The SDK is single-threaded (no atomics).
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
+/// The lifecycle callback: what happened, and the new identity for "identity".
+type Lifecycle = Closure<dyn FnMut(String, Option<String>)>;
 
 thread_local! {
     /// Every started client lives as long as the page: a page that calls
@@ -172,9 +174,7 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         answers: 0,
         waiters: Vec::new(),
         capture: None,
-        _storage: None,
-        _online: None,
-        _hide: Vec::new(),
+        _lifecycle: None,
         keepalive_bytes: 0,
         shelf: Rc::new(Shelf::memory(&scope)),
         page: page_id,
@@ -190,38 +190,20 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
     inner.borrow_mut().me = Rc::downgrade(&inner);
     inner.borrow_mut().persist_identity();
     let weak = Rc::downgrade(&inner);
-    let storage = Listener::new(&window, "storage", false, move |e| on_storage(&weak, &e));
-    inner.borrow_mut()._storage = Some(storage);
-    let weak = Rc::downgrade(&inner);
-    let online = Listener::new(&window, "online", false, move |_| on_online(&weak));
-    inner.borrow_mut()._online = Some(online);
-    // `visibilitychange` to hidden is the last event a mobile browser
-    // reliably fires; `pagehide` covers navigation. Never `unload`: it
-    // disables the back/forward cache.
-    let mut hide = Vec::new();
-    if let Some(document) = window.document() {
-        let weak = Rc::downgrade(&inner);
-        let doc = document.clone();
-        hide.push(Listener::new(&document, "visibilitychange", false, move |_| {
-            if doc.visibility_state() == web_sys::VisibilityState::Hidden {
-                on_hide(&weak);
+    let lifecycle = Closure::new(move |what: String, value: Option<String>| match what.as_str() {
+        "hide" => on_hide(&weak),
+        "freeze" => on_freeze(&weak),
+        "thaw" => {
+            if let Some(rc) = weak.upgrade() {
+                spawn_local(on_thaw(rc));
             }
-        }));
-    }
-    let weak = Rc::downgrade(&inner);
-    hide.push(Listener::new(&window, "pagehide", false, move |e| {
-        on_hide(&weak);
-        if persisted(&e) {
-            on_freeze(&weak);
         }
-    }));
-    let weak = Rc::downgrade(&inner);
-    hide.push(Listener::new(&window, "pageshow", false, move |e| {
-        if let (true, Some(rc)) = (persisted(&e), weak.upgrade()) {
-            spawn_local(on_thaw(rc));
-        }
-    }));
-    inner.borrow_mut()._hide = hide;
+        "online" => on_online(&weak),
+        "identity" => on_identity(&weak, value.unwrap_or_default()),
+        _ => {}
+    });
+    host::lifecycle(IDENTITY_KEY, &lifecycle);
+    inner.borrow_mut()._lifecycle = Some(lifecycle);
     if auto_capture {
         let weak = Rc::downgrade(&inner);
         let listeners = Listeners::install(move |c| on_captured(&weak, c));
@@ -361,10 +343,6 @@ fn watch(rc: &Rc<RefCell<Inner>>, locks: &Locks, owner: String) {
     });
 }
 
-fn persisted(e: &web_sys::Event) -> bool {
-    e.dyn_ref::<web_sys::PageTransitionEvent>().is_some_and(|e| e.persisted())
-}
-
 /// Entering the back/forward cache: let go of this page's lock (a held lock
 /// keeps a page out of the cache); other pages may adopt its events meanwhile.
 fn on_freeze(weak: &Weak<RefCell<Inner>>) {
@@ -395,12 +373,8 @@ async fn on_thaw(rc: Rc<RefCell<Inner>>) {
 }
 
 /// Another tab stored a new identity (opt-out, login, logout): adopt it.
-fn on_storage(weak: &Weak<RefCell<Inner>>, event: &web_sys::Event) {
-    let Some(event) = event.dyn_ref::<web_sys::StorageEvent>() else { return };
-    if event.key().as_deref() != Some(IDENTITY_KEY) {
-        return;
-    }
-    let parsed = event.new_value().and_then(|raw| js_sys::JSON::parse(&raw).ok());
+fn on_identity(weak: &Weak<RefCell<Inner>>, raw: String) {
+    let parsed = js_sys::JSON::parse(&raw).ok();
     let stored = parsed.and_then(|v| convert::to_json(&v, "").ok()).and_then(|v| Identity::from_json(&v));
     let (Some(stored), Some(rc)) = (stored, weak.upgrade()) else { return };
     // Adopted once the current JS task is done: the event may arrive while

@@ -2,9 +2,9 @@
 
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
-use web_sys::{Event, EventTarget, Storage, Window};
+use web_sys::{Storage, Window};
 
+use super::host;
 use crate::tracker::Env;
 use crate::wire::{Context, Library, Page, Screen};
 
@@ -52,16 +52,6 @@ impl Env for BrowserEnv {
     }
 }
 
-#[wasm_bindgen(module = "/src/browser/host.js")]
-extern "C" {
-    #[wasm_bindgen(js_name = pageContext)]
-    fn page_context() -> js_sys::Array;
-    #[wasm_bindgen(js_name = staticContext)]
-    fn static_context() -> js_sys::Array;
-    #[wasm_bindgen(js_name = timer)]
-    fn host_timer(ms: u32, every: bool, tick: &Closure<dyn FnMut()>) -> js_sys::Function;
-}
-
 /// The parts of the context that do not change while the page lives (read
 /// by `host.js`: through web-sys these reads cost a kilobyte of glue).
 pub struct StaticContext {
@@ -73,7 +63,7 @@ pub struct StaticContext {
 
 impl StaticContext {
     pub fn read() -> Self {
-        let read = static_context();
+        let read = host::static_context();
         let size = |i| read.get(i).as_f64().map(|n| n.max(0.0) as u32);
         let screen = size(3).zip(size(4)).map(|(width, height)| Screen { width, height });
         StaticContext {
@@ -87,7 +77,7 @@ impl StaticContext {
     /// The full context of an event tracked now: the page may have changed
     /// (single-page apps), so it is read every time.
     pub fn context(&self) -> Context {
-        let page = page_context();
+        let page = host::page_context();
         let text = |i| page.get(i).as_string().unwrap_or_default();
         Context {
             page: Some(Page { url: text(0), path: text(1), referrer: text(2), title: text(3) }),
@@ -124,7 +114,7 @@ impl Timer {
 
     fn new(ms: u32, every: bool, tick: impl FnMut() + 'static) -> Timer {
         let tick = Closure::<dyn FnMut()>::new(tick);
-        Timer { cancel: host_timer(ms, every, &tick), _tick: tick }
+        Timer { cancel: host::timer(ms, every, &tick), _tick: tick }
     }
 }
 
@@ -164,29 +154,5 @@ impl Store {
 pub fn log(debug: bool, message: impl FnOnce() -> String) {
     if debug {
         web_sys::console::log_2(&JsValue::from_str("[cuecast]"), &JsValue::from_str(&message()));
-    }
-}
-
-/// An event listener that is removed when dropped (gloo-events' habit).
-#[must_use]
-pub struct Listener {
-    target: EventTarget,
-    kind: &'static str,
-    capture: bool,
-    callback: Closure<dyn FnMut(Event)>,
-}
-
-impl Listener {
-    pub fn new(target: &EventTarget, kind: &'static str, capture: bool, f: impl FnMut(Event) + 'static) -> Listener {
-        let callback = Closure::<dyn FnMut(Event)>::new(f);
-        let _ = target.add_event_listener_with_callback_and_bool(kind, callback.as_ref().unchecked_ref(), capture);
-        Listener { target: target.clone(), kind, capture, callback }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let f = self.callback.as_ref().unchecked_ref();
-        let _ = self.target.remove_event_listener_with_callback_and_bool(self.kind, f, self.capture);
     }
 }

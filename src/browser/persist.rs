@@ -30,36 +30,8 @@ use js_sys::{Array, Function, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+use super::host::{self, HostShelf};
 use crate::outbox::{Change, Record};
-
-#[wasm_bindgen(module = "/src/browser/host.js")]
-extern "C" {
-    /// The JS side of a shelf: `kind`, `write`, `rescue`, `keys`, `values`.
-    pub type HostShelf;
-    #[wasm_bindgen(js_name = openShelf)]
-    fn open_shelf() -> Promise;
-    #[wasm_bindgen(method, getter)]
-    fn kind(this: &HostShelf) -> String;
-    #[wasm_bindgen(method)]
-    fn write(this: &HostShelf, changes: Array) -> Promise;
-    #[wasm_bindgen(method)]
-    fn rescue(this: &HostShelf, entries: Array);
-    #[wasm_bindgen(method)]
-    fn keys(this: &HostShelf, low: &str) -> Promise;
-    #[wasm_bindgen(method)]
-    fn values(this: &HostShelf, low: &str) -> Promise;
-
-    #[wasm_bindgen(js_name = hasLocks)]
-    fn has_locks() -> bool;
-    #[wasm_bindgen(js_name = holdLock)]
-    fn hold_lock(name: &str) -> Promise;
-    #[wasm_bindgen(js_name = withLock)]
-    fn with_lock(name: &str, task: JsValue) -> Promise;
-    #[wasm_bindgen(js_name = whenFree)]
-    fn when_free(name: &str, free: JsValue);
-    #[wasm_bindgen(js_name = heldLocks)]
-    fn held_locks() -> Promise;
-}
 
 pub struct Shelf {
     /// IndexedDB (with the rescue copy) or `localStorage`; `None`: memory only.
@@ -76,7 +48,7 @@ impl Shelf {
 
     /// Opens IndexedDB, else `localStorage` (if a test write succeeds), else memory.
     pub async fn open(scope: &str) -> Shelf {
-        let host = JsFuture::from(open_shelf()).await.ok().filter(|h| !h.is_null()).map(JsCast::unchecked_into);
+        let host = JsFuture::from(host::open_shelf()).await.ok().filter(|h| !h.is_null()).map(JsCast::unchecked_into);
         Shelf { host, ..Shelf::memory(scope) }
     }
 
@@ -175,13 +147,13 @@ pub struct Locks;
 
 impl Locks {
     pub fn get() -> Option<Locks> {
-        has_locks().then_some(Locks)
+        host::has_locks().then_some(Locks)
     }
 
     /// Takes lock `name` and keeps it until the returned function is called
     /// (or the page goes away). Resolves once the lock is granted.
     pub async fn hold(&self, name: &str) -> Option<Function> {
-        JsFuture::from(hold_lock(name)).await.ok()?.dyn_into().ok()
+        JsFuture::from(host::hold_lock(name)).await.ok()?.dyn_into().ok()
     }
 
     /// Runs `f` while holding lock `name`; resolves after it is released.
@@ -195,17 +167,17 @@ impl Locks {
                 Ok(JsValue::UNDEFINED)
             })
         });
-        JsFuture::from(with_lock(name, task)).await.is_ok_and(|done| done.is_truthy())
+        JsFuture::from(host::with_lock(name, task)).await.is_ok_and(|done| done.is_truthy())
     }
 
     /// Calls `f` once lock `name` (another page's) is free: that page is gone
     /// or frozen. The lock is released again at once.
     pub fn when_free(&self, name: &str, f: impl FnOnce() + 'static) {
-        when_free(name, Closure::once_into_js(f));
+        host::when_free(name, Closure::once_into_js(f));
     }
 
     /// The names of the locks held now, by any page of this origin.
     pub async fn held(&self) -> Vec<String> {
-        strings(Some(held_locks())).await
+        strings(Some(host::held_locks())).await
     }
 }

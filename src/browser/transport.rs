@@ -3,17 +3,8 @@
 
 use wasm_bindgen::prelude::*;
 
-#[wasm_bindgen(module = "/src/browser/host.js")]
-extern "C" {
-    #[wasm_bindgen(js_name = post)]
-    fn host_post(url: &str, body: &str, timeout_ms: u32, keepalive: bool) -> js_sys::Promise;
-    /// Whether `fetch` supports `keepalive` here (`Request.prototype.keepalive`).
-    #[wasm_bindgen(js_name = keepaliveSupported)]
-    pub fn keepalive_supported() -> bool;
-    /// Queues `body` with `navigator.sendBeacon` as a `text/plain` Blob (no
-    /// preflight, no headers); false when the browser refused it (over its quota).
-    pub fn beacon(url: &str, body: &str) -> bool;
-}
+use super::host;
+pub use super::host::{beacon, keepalive_supported};
 
 /// The relay's answer as the outbox needs it: the status (`None` when there
 /// was no answer: network error, CORS refusal, timeout) and `Retry-After`.
@@ -29,7 +20,7 @@ pub struct Reply {
 /// of such bodies in flight per page; the caller keeps count). A request
 /// that takes longer than `timeout_ms` counts as a network error.
 pub async fn post(endpoint: &str, body: &str, timeout_ms: u32, keepalive: bool) -> Reply {
-    let answer = wasm_bindgen_futures::JsFuture::from(host_post(endpoint, body, timeout_ms, keepalive)).await;
+    let answer = wasm_bindgen_futures::JsFuture::from(host::post(endpoint, body, timeout_ms, keepalive)).await;
     let answer = js_sys::Array::from(&answer.unwrap_or(JsValue::UNDEFINED));
     let status = answer.get(0).as_f64().map(|s| s as u16).filter(|s| *s != 0);
     Reply { status, retry_after: answer.get(1).as_string() }

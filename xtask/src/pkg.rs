@@ -32,7 +32,7 @@ pub fn build(tools: &Tools) -> Result<PathBuf> {
     let wasm = pkg.join("cuecast_bg.wasm");
     // The features rustc enables by default for wasm32 must be enabled here too.
     run(Command::new(&tools.wasm_opt)
-        .args(["-Oz", "--enable-bulk-memory", "--enable-nontrapping-float-to-int", "--enable-sign-ext"])
+        .args(["-Oz", "--converge", "--enable-bulk-memory", "--enable-nontrapping-float-to-int", "--enable-sign-ext"])
         .args(["--enable-reference-types", "--enable-mutable-globals", "--enable-multivalue"])
         .arg(&wasm)
         .arg("-o")
@@ -73,6 +73,9 @@ fn minify(tools: &Tools, pkg: &std::path::Path) -> Result {
         run(Command::new(&tools.esbuild)
             .arg(&file)
             .args(["--minify", "--allow-overwrite", "--log-level=warning"])
+            // wasm-bindgen's glue names the snippet module once per function
+            // imported straight into the wasm: the same module, harmless.
+            .arg("--log-override:duplicate-object-key=silent")
             .arg(format!("--outfile={}", file.display())))?;
     }
     Ok(())
