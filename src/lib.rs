@@ -18,9 +18,11 @@
 //!
 //! Browser IO sits in `browser/` (`mod.rs` the exported client and send
 //! loop, `convert.rs` JS values → JSON, `page.rs` clock/storage/context/
-//! listeners, `transport.rs` fetch, `capture.rs` auto-capture), compiled only
-//! for `wasm32` with the `browser` feature. The relay links this crate with
-//! default features off and gets the pure part only.
+//! timers, `transport.rs` fetch, `capture.rs` auto-capture, `persist.rs`
+//! the durable queue's storage and locks), compiled only for `wasm32` with
+//! the `browser` feature. The browser calls themselves are plain JavaScript
+//! in `browser/host.js`, declared in `browser/host.rs`. The relay links
+//! this crate with default features off and gets the pure part only.
 
 pub mod config;
 pub mod error;

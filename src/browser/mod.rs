@@ -1,7 +1,8 @@
 //! The browser layer: the wasm-bindgen exports around one pure [`Tracker`].
 //!
 //! Everything here is IO: reading options and arguments from JavaScript,
-//! the page context, `localStorage`, timers, `fetch` and DOM listeners. The
+//! the page context, `localStorage`, timers, `fetch` and DOM listeners (the
+//! calls themselves are JavaScript in `host.js`, see `host.rs`). The
 //! decisions (validation, batching, retries) are the pure modules'.
 
 mod capture;
