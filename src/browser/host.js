@@ -252,20 +252,31 @@ function shelf(kind, db, local) {
 export const hasLocks = () => typeof navigator !== "undefined" && !!navigator.locks;
 
 // Takes lock `name` and keeps it until the function it resolves with is
-// called (or the page goes away).
+// called (or the page goes away). Resolves with null where the request is
+// refused (an opaque origin): the page then goes on without its lock rather
+// than waiting forever.
 export function holdLock(name) {
   return new Promise((granted) => {
-    navigator.locks.request(name, () => new Promise((release) => granted(release)));
+    navigator.locks.request(name, () => new Promise((release) => granted(release))).catch(() => granted(null));
   });
 }
 
-// Runs `task` (returns a promise) while holding lock `name`; resolves after.
-export const withLock = (name, task) => navigator.locks.request(name, task).then(() => true, () => false);
+// Runs `task` (returns a promise) while holding lock `name`; resolves with
+// whether it ran. Like every function here it never throws into the wasm
+// (an exception there would leave the client's state borrowed).
+export async function withLock(name, task) {
+  try {
+    await navigator.locks.request(name, task);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 // Calls `free` once lock `name` (another page's) is free: that page is gone
 // or frozen. The lock is let go again at once.
 export function whenFree(name, free) {
-  navigator.locks.request(name, () => free());
+  navigator.locks.request(name, () => free()).catch(() => {});
 }
 
 // The names of the locks held now, by any page of this origin.

@@ -151,7 +151,8 @@ impl Locks {
     }
 
     /// Takes lock `name` and keeps it until the returned function is called
-    /// (or the page goes away). Resolves once the lock is granted.
+    /// (or the page goes away). Resolves once the lock is granted, with
+    /// `None` where the request was refused (the page goes on without it).
     pub async fn hold(&self, name: &str) -> Option<Function> {
         JsFuture::from(host::hold_lock(name)).await.ok()?.dyn_into().ok()
     }
