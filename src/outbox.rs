@@ -13,7 +13,6 @@
 //! left by pages that are gone (an earlier load, a closed tab), with their
 //! batch ids, attempt counts and schedules.
 
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -8,6 +8,7 @@ use cuecast_relay::catalog::{self, Catalog};
 use cuecast_relay::config::Config;
 use cuecast_relay::delivery::Sender;
 use cuecast_relay::signing::Secret;
+use cuecast_relay::storage::admin::DeliveryFilter;
 use cuecast_relay::storage::{self, Replay, Status, Storage};
 use cuecast_relay::{Error, Result};
 
@@ -232,8 +233,15 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             let storage = open(&config).await?;
             let (since, until) = (parse_time(&since, 0)?, parse_time(&until, i64::MAX)?);
             if list || (id.is_none() && webhook.is_none()) {
-                let rows = storage.deliveries(Status::Dead, webhook, since, until).await?;
-                for r in &rows {
+                let filter = DeliveryFilter {
+                    webhook,
+                    status: Some(Status::Dead),
+                    updated: Some((since, until)),
+                    ..DeliveryFilter::default()
+                };
+                // The admin API's list (newest first), printed oldest first.
+                let rows = storage.list_deliveries(filter, None, 10_000).await?;
+                for r in rows.iter().rev() {
                     println!(
                         "{}\t{}\t{}\t{}\t{} attempt(s)\t{}\t{}",
                         r.id,

@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use cuecast_relay::storage::admin::DeliveryFilter;
 use cuecast_relay::storage::{
     self, now_ms, AttemptRecord, NewDelivery, NewEvent, Options, Replay, Status, Storage, SCHEMA_VERSION,
 };
@@ -81,8 +82,16 @@ both_backends! {
         s.record(record(d1, Status::Dead), || ());
         s.record(record(d2, Status::Delivered), || ());
         s.flush().await.unwrap();
-        let dead = s.deliveries(Status::Dead, Some("a".into()), 0, i64::MAX).await.unwrap();
+        let filter = DeliveryFilter {
+            webhook: Some("a".into()),
+            status: Some(Status::Dead),
+            updated: Some((0, i64::MAX)),
+            ..DeliveryFilter::default()
+        };
+        let dead = s.list_deliveries(filter.clone(), None, 100).await.unwrap();
         assert_eq!(dead.iter().map(|d| d.id).collect::<Vec<_>>(), [d1]);
+        let long_ago = DeliveryFilter { updated: Some((0, 1)), ..filter };
+        assert!(s.list_deliveries(long_ago, None, 100).await.unwrap().is_empty(), "outside the window");
         assert_eq!(s.attempts(d1).await.unwrap()[0].response.as_deref(), Some("oops"));
         // Retention: e2 is finished: pruned with its delivery and attempt;
         // e1 is a dead letter and e3 still pending: both kept.

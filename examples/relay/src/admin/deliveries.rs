@@ -74,7 +74,7 @@ pub async fn list_deliveries(
     if !errors.is_empty() {
         return Err(Error::Invalid(errors));
     }
-    let filter = DeliveryFilter { webhook: query.webhook, status, event_id: query.event_id };
+    let filter = DeliveryFilter { webhook: query.webhook, status, event_id: query.event_id, updated: None };
     let limit = page.limit();
     let mut items = relay.storage.list_deliveries(filter, before, limit + 1).await?;
     let next = (items.len() > limit).then(|| {

@@ -78,6 +78,8 @@ pub struct DeliveryFilter {
     pub webhook: Option<String>,
     pub status: Option<Status>,
     pub event_id: Option<String>,
+    /// Last updated within [since, until] (Unix ms): `replay --list`'s window.
+    pub updated: Option<(i64, i64)>,
 }
 
 /// A delivery: one event to one webhook.
@@ -628,6 +630,10 @@ fn deliveries_query(f: &DeliveryFilter, before: Option<i64>, limit: usize, p: Pl
     }
     if let Some(event) = &f.event_id {
         conditions.push(format!("d.event_id = {}", q.arg(p, Arg::Text(event.clone()))));
+    }
+    if let Some((since, until)) = f.updated {
+        let (since, until) = (q.arg(p, Arg::Int(since)), q.arg(p, Arg::Int(until)));
+        conditions.push(format!("d.updated_at BETWEEN {since} AND {until}"));
     }
     if let Some(before) = before {
         conditions.push(format!("d.id < {}", q.arg(p, Arg::Int(before))));

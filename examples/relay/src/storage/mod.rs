@@ -123,20 +123,6 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// A delivery as listed by `replay --list` and `/admin/deliveries`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeliveryRow {
-    pub id: i64,
-    pub event_id: String,
-    pub event: String,
-    pub webhook_id: String,
-    pub msg_id: String,
-    pub status: String,
-    pub attempts: u32,
-    pub updated_at: i64,
-    pub last_error: Option<String>,
-}
-
 /// Which dead letters to replay.
 #[derive(Debug, Clone)]
 pub enum Replay {
@@ -330,20 +316,6 @@ impl Storage {
         match self {
             Storage::Sqlite(s) => s.disabled_webhooks().await,
             Storage::Postgres(p) => p.disabled_webhooks().await,
-        }
-    }
-
-    /// Deliveries with `status`, optionally of one webhook, updated within [since, until] (Unix ms).
-    pub async fn deliveries(
-        &self,
-        status: Status,
-        webhook_id: Option<String>,
-        since: i64,
-        until: i64,
-    ) -> Result<Vec<DeliveryRow>> {
-        match self {
-            Storage::Sqlite(s) => s.deliveries(status, webhook_id, since, until).await,
-            Storage::Postgres(p) => p.deliveries(status, webhook_id, since, until).await,
         }
     }
 

@@ -26,8 +26,7 @@ use tokio_postgres::NoTls;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    now_ms, Attempt, AttemptRecord, DeliveryRow, NewEvent, PendingDelivery, Replay, Status, StoredEvent, Work,
-    SCHEMA_VERSION,
+    now_ms, Attempt, AttemptRecord, NewEvent, PendingDelivery, Replay, Status, StoredEvent, Work, SCHEMA_VERSION,
 };
 use crate::error::{Error, Result};
 use crate::policy::Rate;
@@ -611,40 +610,6 @@ impl Postgres {
 
     pub async fn disabled_webhooks(&self) -> Result<Vec<(String, String)>> {
         disabled_rows(&self.client().await?).await
-    }
-
-    pub async fn deliveries(
-        &self,
-        status: Status,
-        webhook_id: Option<String>,
-        since: i64,
-        until: i64,
-    ) -> Result<Vec<DeliveryRow>> {
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT d.id, d.event_id, e.name, d.webhook_id, d.msg_id, d.status, d.attempts, d.updated_at, d.last_error
-                 FROM deliveries d JOIN events e ON e.id = d.event_id
-                 WHERE d.status = $1 AND ($2::text IS NULL OR d.webhook_id = $2) AND d.updated_at BETWEEN $3 AND $4
-                 ORDER BY d.id LIMIT 10000",
-                &[&status.as_str(), &webhook_id, &since, &until],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| DeliveryRow {
-                id: r.get(0),
-                event_id: r.get(1),
-                event: r.get(2),
-                webhook_id: r.get(3),
-                msg_id: r.get(4),
-                status: r.get(5),
-                attempts: r.get::<_, i32>(6) as u32,
-                updated_at: r.get(7),
-                last_error: r.get(8),
-            })
-            .collect())
     }
 
     pub async fn replay(&self, which: Replay) -> Result<usize> {

@@ -17,8 +17,7 @@ use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
 use super::{
-    now_ms, Attempt, AttemptRecord, DeliveryRow, NewEvent, PendingDelivery, Replay, Status, StoredEvent, Work,
-    SCHEMA_VERSION,
+    now_ms, Attempt, AttemptRecord, NewEvent, PendingDelivery, Replay, Status, StoredEvent, Work, SCHEMA_VERSION,
 };
 use crate::error::{Error, Result};
 
@@ -354,39 +353,6 @@ impl Sqlite {
     /// Disabled webhooks and why.
     pub async fn disabled_webhooks(&self) -> Result<Vec<(String, String)>> {
         self.call(disabled_rows).await
-    }
-
-    /// Deliveries with `status`, optionally of one webhook, updated within [since, until] (Unix ms).
-    pub async fn deliveries(
-        &self,
-        status: Status,
-        webhook_id: Option<String>,
-        since: i64,
-        until: i64,
-    ) -> Result<Vec<DeliveryRow>> {
-        self.call(move |conn| {
-            let mut stmt = conn.prepare(
-                "SELECT d.id, d.event_id, e.name, d.webhook_id, d.msg_id, d.status, d.attempts, d.updated_at, d.last_error
-                 FROM deliveries d JOIN events e ON e.id = d.event_id
-                 WHERE d.status = ?1 AND (?2 IS NULL OR d.webhook_id = ?2) AND d.updated_at BETWEEN ?3 AND ?4
-                 ORDER BY d.id LIMIT 10000",
-            )?;
-            let rows = stmt.query_map(params![status.as_str(), webhook_id, since, until], |r| {
-                Ok(DeliveryRow {
-                    id: r.get(0)?,
-                    event_id: r.get(1)?,
-                    event: r.get(2)?,
-                    webhook_id: r.get(3)?,
-                    msg_id: r.get(4)?,
-                    status: r.get(5)?,
-                    attempts: r.get(6)?,
-                    updated_at: r.get(7)?,
-                    last_error: r.get(8)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
     }
 
     /// Puts dead letters back in the queue with a fresh retry schedule (their
