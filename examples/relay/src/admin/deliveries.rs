@@ -13,7 +13,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::events::{page_query, time_range};
+use super::events::{cursor, filters, page_of, page_query, time_range};
 use super::{parse_body, ErrorResponse, Page, PageQuery};
 use crate::error::{Error, FieldError, Result};
 use crate::storage::admin::{Delivery, DeliveryFilter, Requeue};
@@ -51,10 +51,7 @@ pub async fn list_deliveries(
     page: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Page<Delivery>>> {
     let mut errors = Vec::new();
-    let query = query.map(|q| q.0).unwrap_or_else(|e| {
-        errors.push(FieldError::new("query", e.body_text()));
-        DeliveriesQuery::default()
-    });
+    let query = filters(query, &mut errors);
     let page = page_query(page, &mut errors);
     let status = query.status.as_deref().and_then(|s| {
         let status = Status::parse(s);
@@ -64,24 +61,14 @@ pub async fn list_deliveries(
         status
     });
     // The cursor is the last id of the previous page.
-    let before = page.cursor.as_deref().and_then(|c| {
-        let id = c.parse::<i64>().ok();
-        if id.is_none() {
-            errors.push(FieldError::new("cursor", "is not a cursor this list returned"));
-        }
-        id
-    });
+    let before = cursor(&page, &mut errors, |c| c.parse::<i64>().ok());
     if !errors.is_empty() {
         return Err(Error::Invalid(errors));
     }
     let filter = DeliveryFilter { webhook: query.webhook, status, event_id: query.event_id, updated: None };
     let limit = page.limit();
-    let mut items = relay.storage.list_deliveries(filter, before, limit + 1).await?;
-    let next = (items.len() > limit).then(|| {
-        items.truncate(limit);
-        items.last().expect("limit is at least 1").id.to_string()
-    });
-    Ok(Json(Page { items, next }))
+    let items = relay.storage.list_deliveries(filter, before, limit + 1).await?;
+    Ok(Json(page_of(items, limit, |last| last.id.to_string())))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -51,32 +51,19 @@ pub async fn list_events(
     page: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Page<EventSummary>>> {
     let mut errors = Vec::new();
-    let query = query.map(|q| q.0).unwrap_or_else(|e| {
-        errors.push(FieldError::new("query", e.body_text()));
-        EventsQuery::default()
-    });
+    let query = filters(query, &mut errors);
     let page = page_query(page, &mut errors);
     let (since, until) = time_range(query.since.as_deref(), query.until.as_deref(), &mut errors);
-    let after = page.cursor.as_deref().and_then(|c| {
-        let cursor = decode_cursor(c);
-        if cursor.is_none() {
-            errors.push(FieldError::new("cursor", "is not a cursor this list returned"));
-        }
-        cursor
-    });
+    let after = cursor(&page, &mut errors, decode_cursor);
     if !errors.is_empty() {
         return Err(Error::Invalid(errors));
     }
     let filter = EventFilter { name: query.name, user_id: query.user_id, since, until };
     let limit = page.limit();
-    // One row more than asked says whether there is a next page.
-    let mut items = relay.storage.list_events(filter, after, limit + 1).await?;
-    let next = (items.len() > limit).then(|| {
-        items.truncate(limit);
-        let last = items.last().expect("limit is at least 1");
+    let items = relay.storage.list_events(filter, after, limit + 1).await?;
+    Ok(Json(page_of(items, limit, |last| {
         encode_cursor(&EventCursor { received_at: last.received_at, id: last.id.clone() })
-    });
-    Ok(Json(Page { items, next }))
+    })))
 }
 
 #[utoipa::path(
@@ -127,6 +114,38 @@ pub(super) fn page_query(page: Result<Query<PageQuery>, QueryRejection>, errors:
         errors.push(FieldError::new("limit", format!("must be a whole number from 1 to {}", PageQuery::MAX)));
         PageQuery::default()
     })
+}
+
+/// A list's filters; a query string that does not parse is a field error on `query`.
+pub(super) fn filters<T: Default>(query: Result<Query<T>, QueryRejection>, errors: &mut Vec<FieldError>) -> T {
+    query.map(|q| q.0).unwrap_or_else(|e| {
+        errors.push(FieldError::new("query", e.body_text()));
+        T::default()
+    })
+}
+
+/// The page's `cursor` read by `decode`; one it cannot read is a field error.
+pub(super) fn cursor<T>(
+    page: &PageQuery,
+    errors: &mut Vec<FieldError>,
+    decode: impl FnOnce(&str) -> Option<T>,
+) -> Option<T> {
+    let raw = page.cursor.as_deref()?;
+    let cursor = decode(raw);
+    if cursor.is_none() {
+        errors.push(FieldError::new("cursor", "is not a cursor this list returned"));
+    }
+    cursor
+}
+
+/// One page from up to `limit + 1` rows: the row more than asked says that
+/// there is a next page, which starts after the last one kept (`next_cursor`).
+pub(super) fn page_of<T>(mut items: Vec<T>, limit: usize, next_cursor: impl FnOnce(&T) -> String) -> Page<T> {
+    let next = (items.len() > limit).then(|| {
+        items.truncate(limit);
+        next_cursor(items.last().expect("limit is at least 1"))
+    });
+    Page { items, next }
 }
 
 /// `since` and `until` as Unix ms; each bad one, or `since` after `until`, is a field error.

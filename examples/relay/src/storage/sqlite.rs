@@ -92,22 +92,8 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     "#,
-    // 4: the admin API (see `admin.rs`): every list is newest first and
-    // keyset-paginated, so each filter gets an index ending in the sort key;
-    // the (status, id) index replaces (status, next_attempt_at), which no
-    // query sorted by. `user_id` is the event's `userId`, for the filter.
-    r#"
-    ALTER TABLE events ADD COLUMN user_id TEXT;
-    DROP INDEX events_received_at;
-    CREATE INDEX events_received ON events(received_at, id);
-    CREATE INDEX events_name ON events(name, received_at, id);
-    CREATE INDEX events_user ON events(user_id, received_at, id) WHERE user_id IS NOT NULL;
-    DROP INDEX deliveries_status;
-    CREATE INDEX deliveries_status_id ON deliveries(status, id);
-    CREATE INDEX deliveries_webhook_id ON deliveries(webhook_id, id);
-    CREATE INDEX deliveries_webhook_status_id ON deliveries(webhook_id, status, id);
-    CREATE INDEX attempts_at ON attempts(at);
-    "#,
+    // 4: the admin API's columns and indexes, the same on both backends.
+    super::ADMIN_MIGRATION,
 ];
 const _: () = assert!(MIGRATIONS.len() == SCHEMA_VERSION);
 
