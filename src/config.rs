@@ -4,10 +4,9 @@
 //! names are errors: a misspelt `writekey` should fail loudly at start-up,
 //! not silently send nothing.
 
-use serde_json::{Map, Value};
-
 use crate::error::Error;
-use crate::events::{describe, MAX_EVENT_BYTES};
+use crate::events::MAX_EVENT_BYTES;
+use crate::json::Json;
 use crate::retry::RetryPolicy;
 
 /// Room for the batch envelope (`v`, `writeKey`, `batchId`, `sentAt`, `sdk`).
@@ -46,17 +45,17 @@ impl Config {
     /// Builds a config from the JSON form of the options object.
     ///
     /// ```
-    /// let opts = serde_json::json!({"endpoint": "ftp://relay", "writeKey": "pk"});
+    /// let opts = cuecast::json::Json::parse(r#"{"endpoint": "ftp://relay", "writeKey": "pk"}"#).unwrap();
     /// let err = cuecast::config::Config::from_options(&opts).unwrap_err();
     /// assert_eq!(err.to_string(), "endpoint must be an http:// or https:// URL, got \"ftp://relay\"");
     /// ```
-    pub fn from_options(options: &Value) -> Result<Config, Error> {
-        let Value::Object(opts) = options else {
+    pub fn from_options(opts: &Json) -> Result<Config, Error> {
+        if !matches!(opts, Json::Object(_)) {
             return Err(Error::invalid(
                 "options",
-                format!("must be an object {{endpoint, writeKey}}, got {}", describe(options)),
+                format!("must be an object {{endpoint, writeKey}}, got {}", opts.describe()),
             ));
-        };
+        }
         const KNOWN: [&str; 11] = [
             "endpoint",
             "writeKey",
@@ -70,18 +69,16 @@ impl Config {
             "debug",
             "retry",
         ];
-        if let Some(unknown) = opts.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return Err(Error::invalid(unknown.as_str(), format!("is not an option (known: {})", KNOWN.join(", "))));
-        }
+        unknown(opts, &KNOWN)?;
         let endpoint = required_string(opts, "endpoint")?;
         check_endpoint(&endpoint)?;
         let write_key = required_string(opts, "writeKey")?;
         // The relay's rule for ids, checked here so a bad key fails at init, not at every send.
-        crate::events::check_id("writeKey", Some(&Value::from(write_key.as_str())))?;
+        crate::events::check_id_text("writeKey", &write_key)?;
         let retry = match opts.get("retry") {
-            None | Some(Value::Null) => RetryPolicy::default(),
-            Some(Value::Object(r)) => retry_policy(r).map_err(|e| e.within("retry"))?,
-            Some(v) => return Err(Error::invalid("retry", format!("must be an object, got {}", describe(v)))),
+            None | Some(Json::Null) => RetryPolicy::default(),
+            Some(r @ Json::Object(_)) => retry_policy(r).map_err(|e| e.within("retry"))?,
+            Some(v) => return Err(Error::invalid("retry", format!("must be an object, got {}", v.describe()))),
         };
         Ok(Config {
             endpoint,
@@ -103,11 +100,20 @@ impl Config {
     }
 }
 
-fn retry_policy(r: &Map<String, Value>) -> Result<RetryPolicy, Error> {
-    const KNOWN: [&str; 5] = ["minDelay", "maxDelay", "jitter", "maxRetryAfter", "maxAge"];
-    if let Some(unknown) = r.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(Error::invalid(unknown.as_str(), format!("is not an option (known: {})", KNOWN.join(", "))));
+/// An option name not in `known` is an error (a misspelt option is never ignored).
+fn unknown(opts: &Json, known: &[&str]) -> Result<(), Error> {
+    let Json::Object(members) = opts else { return Ok(()) };
+    match members.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        Some((name, _)) => {
+            Err(Error::invalid(name.as_str(), format!("is not an option (known: {})", known.join(", "))))
+        }
+        None => Ok(()),
     }
+}
+
+fn retry_policy(r: &Json) -> Result<RetryPolicy, Error> {
+    const KNOWN: [&str; 5] = ["minDelay", "maxDelay", "jitter", "maxRetryAfter", "maxAge"];
+    unknown(r, &KNOWN)?;
     let defaults = RetryPolicy::default();
     let policy = RetryPolicy {
         // At least 100 ms: retrying faster only hammers a relay that is struggling.
@@ -118,7 +124,7 @@ fn retry_policy(r: &Map<String, Value>) -> Result<RetryPolicy, Error> {
             Some(v) => match v.as_f64() {
                 Some(j) if (0.0..=1.0).contains(&j) => j,
                 _ => {
-                    return Err(Error::invalid("jitter", format!("must be a number from 0 to 1, got {}", describe(v))))
+                    return Err(Error::invalid("jitter", format!("must be a number from 0 to 1, got {}", v.describe())))
                 }
             },
         },
@@ -140,51 +146,53 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), Error> {
         Some(h) if !h.is_empty() && !h.starts_with(':') && !endpoint.contains(char::is_whitespace) => Ok(()),
         _ => Err(Error::invalid(
             "endpoint",
-            format!("must be an http:// or https:// URL, got {}", describe(&Value::from(endpoint))),
+            format!("must be an http:// or https:// URL, got {}", Json::from(endpoint).describe()),
         )),
     }
 }
 
-fn required_string(opts: &Map<String, Value>, field: &str) -> Result<String, Error> {
+fn required_string(opts: &Json, field: &str) -> Result<String, Error> {
     match opts.get(field) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-        None | Some(Value::Null) => Err(Error::invalid(field, "is required")),
-        Some(v) => Err(Error::invalid(field, format!("must be a non-empty string, got {}", describe(v)))),
+        Some(Json::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        None | Some(Json::Null) => Err(Error::invalid(field, "is required")),
+        Some(v) => Err(Error::invalid(field, format!("must be a non-empty string, got {}", v.describe()))),
     }
 }
 
-fn number(opts: &Map<String, Value>, field: &str, min: u64, max: u64) -> Result<Option<u64>, Error> {
+fn number(opts: &Json, field: &str, min: u64, max: u64) -> Result<Option<u64>, Error> {
     match opts.get(field) {
-        None | Some(Value::Null) => Ok(None),
+        None | Some(Json::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(Error::invalid(field, format!("must be an integer from {min} to {max}, got {}", describe(v)))),
+            _ => Err(Error::invalid(field, format!("must be an integer from {min} to {max}, got {}", v.describe()))),
         },
     }
 }
 
-fn boolean(opts: &Map<String, Value>, field: &str) -> Result<Option<bool>, Error> {
+fn boolean(opts: &Json, field: &str) -> Result<Option<bool>, Error> {
     match opts.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(v) => Err(Error::invalid(field, format!("must be true or false, got {}", describe(v)))),
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(Error::invalid(field, format!("must be true or false, got {}", v.describe()))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn options(v: Value) -> Result<Config, Error> {
+        Config::from_options(&Json::from(&v))
+    }
 
     fn err(v: Value) -> String {
-        Config::from_options(&v).unwrap_err().to_string()
+        options(v).unwrap_err().to_string()
     }
 
     #[test]
     fn defaults_fill_everything() {
-        let c =
-            Config::from_options(&json!({"endpoint": "https://relay.example.com/v1/batch", "writeKey": "pk_live_x"}))
-                .unwrap();
+        let c = options(json!({"endpoint": "https://relay.example.com/v1/batch", "writeKey": "pk_live_x"})).unwrap();
         assert_eq!((c.flush_at, c.flush_interval_ms, c.max_batch_bytes), (20, 5000, 48 * 1024));
         assert_eq!((c.max_queue_events, c.max_queue_bytes, c.session_timeout_ms), (1000, 2 << 20, 1_800_000));
         assert!(c.auto_capture && !c.debug);
@@ -193,7 +201,7 @@ mod tests {
 
     #[test]
     fn options_override_defaults() {
-        let c = Config::from_options(&json!({
+        let c = options(json!({
             "endpoint": "http://127.0.0.1:9/b", "writeKey": "k", "flushAt": 1, "flushInterval": 0,
             "autoCapture": false, "debug": true, "retry": {"minDelay": 100, "maxDelay": 200, "jitter": 0}
         }))

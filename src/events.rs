@@ -5,9 +5,8 @@
 //! which rejects a batch from a client that skipped them. One definition keeps
 //! the two sides from drifting.
 
-use serde_json::{Map, Value};
-
 use crate::error::{join_path, Error};
+use crate::json::Json;
 
 pub const SHOUTOUT_CLICKED: &str = "shoutout.clicked";
 pub const SURVEY_SUBMITTED: &str = "survey.submitted";
@@ -39,12 +38,20 @@ pub fn check_name(field: &str, name: &str) -> Result<(), Error> {
 }
 
 /// Checks an identifier (`userId`, `surveyId`, …): a non-blank string of at most 200 characters.
-pub fn check_id(field: &str, value: Option<&Value>) -> Result<(), Error> {
+pub fn check_id(field: &str, value: Option<&Json>) -> Result<(), Error> {
     match value {
-        None | Some(Value::Null) => Err(Error::invalid(field, "is required")),
-        Some(Value::String(s)) if !s.trim().is_empty() => check_len(field, s),
-        Some(other) => Err(Error::invalid(field, format!("must be a non-empty string, got {}", describe(other)))),
+        None | Some(Json::Null) => Err(Error::invalid(field, "is required")),
+        Some(Json::String(s)) => check_id_text(field, s),
+        Some(other) => Err(Error::invalid(field, format!("must be a non-empty string, got {}", other.describe()))),
     }
+}
+
+/// [`check_id`] of a string.
+pub fn check_id_text(field: &str, s: &str) -> Result<(), Error> {
+    if s.trim().is_empty() {
+        return Err(Error::invalid(field, format!("must be a non-empty string, got {}", Json::from(s).describe())));
+    }
+    check_len(field, s)
 }
 
 fn check_len(field: &str, s: &str) -> Result<(), Error> {
@@ -55,28 +62,31 @@ fn check_len(field: &str, s: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks (and completes with defaults) the properties of a built-in event.
-/// Custom event names have no property rules beyond being JSON.
+/// A member the contract fills in when it is absent (`shoutout.clicked`'s
+/// `action` is `"cta"`), for the caller to add.
+pub type Default = Option<(&'static str, &'static str)>;
+
+/// Checks the properties of a built-in event (an object) and says which
+/// default to fill in. Custom event names have no property rules beyond
+/// being JSON.
 ///
 /// ```
-/// use serde_json::json;
-/// let mut props = json!({"surveyId": "nps-q3", "kind": "nps", "score": 11}).as_object().unwrap().clone();
-/// let err = cuecast::events::check_properties("survey.submitted", &mut props).unwrap_err();
+/// use cuecast::json::Json;
+/// let props = Json::parse(r#"{"surveyId": "nps-q3", "kind": "nps", "score": 11}"#).unwrap();
+/// let err = cuecast::events::check_properties("survey.submitted", &props).unwrap_err();
 /// assert_eq!(err.to_string(), "score must be an integer from 0 to 10, got 11");
 /// ```
-pub fn check_properties(event: &str, props: &mut Map<String, Value>) -> Result<(), Error> {
+pub fn check_properties(event: &str, props: &Json) -> Result<Default, Error> {
     match event {
         SHOUTOUT_CLICKED => {
             check_id("shoutoutId", props.get("shoutoutId"))?;
             match props.get("action") {
-                None | Some(Value::Null) => {
-                    props.insert("action".into(), "cta".into());
-                }
-                Some(Value::String(a)) if SHOUTOUT_ACTIONS.contains(&a.as_str()) => {}
+                None | Some(Json::Null) => return Ok(Some(("action", "cta"))),
+                Some(Json::String(a)) if SHOUTOUT_ACTIONS.contains(&a.as_str()) => {}
                 Some(other) => {
                     return Err(Error::invalid(
                         "action",
-                        format!("must be one of cta, dismiss, link, got {}", describe(other)),
+                        format!("must be one of cta, dismiss, link, got {}", other.describe()),
                     ))
                 }
             }
@@ -84,19 +94,19 @@ pub fn check_properties(event: &str, props: &mut Map<String, Value>) -> Result<(
         SURVEY_SUBMITTED => {
             check_id("surveyId", props.get("surveyId"))?;
             optional_id(props, "kind")?;
-            let nps = props.get("kind").and_then(Value::as_str) == Some("nps");
+            let nps = props.get("kind").and_then(Json::as_str) == Some("nps");
             match props.get("score") {
                 Some(v) if nps => check_uint("score", v, 0, 10)?,
-                Some(Value::Number(_)) | None => {}
+                Some(Json::Number(_)) | None => {}
                 Some(other) => {
-                    return Err(Error::invalid("score", format!("must be a number, got {}", describe(other))))
+                    return Err(Error::invalid("score", format!("must be a number, got {}", other.describe())))
                 }
             }
             if nps && props.get("score").is_none() {
                 return Err(Error::invalid("score", "is required when kind is 'nps' (an integer from 0 to 10)"));
             }
-            optional_type(props, "comment", "a string", Value::is_string)?;
-            optional_type(props, "needsHelp", "a boolean", Value::is_boolean)?;
+            optional_type(props, "comment", "a string", |v| matches!(v, Json::String(_)))?;
+            optional_type(props, "needsHelp", "a boolean", |v| matches!(v, Json::Bool(_)))?;
             if let Some(answers) = props.get("answers") {
                 check_answers(answers).map_err(|e| e.within("answers"))?;
             } else if props.get("score").is_none() {
@@ -113,7 +123,7 @@ pub fn check_properties(event: &str, props: &mut Map<String, Value>) -> Result<(
                 check_uint("total", v, 1, u32::MAX.into())?;
             }
             if let (Some(done), Some(total)) =
-                (props.get("completed").and_then(Value::as_u64), props.get("total").and_then(Value::as_u64))
+                (props.get("completed").and_then(Json::as_u64), props.get("total").and_then(Json::as_u64))
             {
                 if done > total {
                     return Err(Error::invalid("completed", format!("must not exceed total ({total}), got {done}")));
@@ -126,54 +136,53 @@ pub fn check_properties(event: &str, props: &mut Map<String, Value>) -> Result<(
         }
         _ => {}
     }
-    Ok(())
+    Ok(None)
 }
 
-fn optional_id(props: &Map<String, Value>, field: &str) -> Result<(), Error> {
+fn optional_id(props: &Json, field: &str) -> Result<(), Error> {
     match props.get(field) {
         None => Ok(()),
         v => check_id(field, v),
     }
 }
 
-fn optional_type(props: &Map<String, Value>, field: &str, what: &str, ok: fn(&Value) -> bool) -> Result<(), Error> {
+fn optional_type(props: &Json, field: &str, what: &str, ok: fn(&Json) -> bool) -> Result<(), Error> {
     match props.get(field) {
-        Some(v) if !ok(v) => Err(Error::invalid(field, format!("must be {what}, got {}", describe(v)))),
+        Some(v) if !ok(v) => Err(Error::invalid(field, format!("must be {what}, got {}", v.describe()))),
         _ => Ok(()),
     }
 }
 
-fn check_uint(field: &str, v: &Value, min: u64, max: u64) -> Result<(), Error> {
+fn check_uint(field: &str, v: &Json, min: u64, max: u64) -> Result<(), Error> {
     match v.as_u64() {
         Some(n) if (min..=max).contains(&n) => Ok(()),
         _ if max == u64::from(u32::MAX) => {
-            Err(Error::invalid(field, format!("must be an integer of at least {min}, got {}", describe(v))))
+            Err(Error::invalid(field, format!("must be an integer of at least {min}, got {}", v.describe())))
         }
-        _ => Err(Error::invalid(field, format!("must be an integer from {min} to {max}, got {}", describe(v)))),
+        _ => Err(Error::invalid(field, format!("must be an integer from {min} to {max}, got {}", v.describe()))),
     }
 }
 
-fn check_answers(answers: &Value) -> Result<(), Error> {
-    let Value::Array(items) = answers else {
-        return Err(Error::invalid("", format!("must be an array, got {}", describe(answers))));
+fn check_answers(answers: &Json) -> Result<(), Error> {
+    let Json::Array(items) = answers else {
+        return Err(Error::invalid("", format!("must be an array, got {}", answers.describe())));
     };
     for (i, item) in items.iter().enumerate() {
         let at = format!("[{i}]");
-        let Value::Object(answer) = item else {
+        if !matches!(item, Json::Object(_)) {
             return Err(Error::invalid(
                 at,
-                format!("must be an object {{questionId, answer}}, got {}", describe(item)),
+                format!("must be an object {{questionId, answer}}, got {}", item.describe()),
             ));
-        };
-        check_id("questionId", answer.get("questionId")).map_err(|e| e.within(&at))?;
-        let ok = match answer.get("answer") {
-            Some(Value::Array(parts)) => parts.iter().all(|p| p.is_string() || p.is_number()),
-            Some(Value::Object(_)) => false,
+        }
+        check_id("questionId", item.get("questionId")).map_err(|e| e.within(&at))?;
+        let ok = match item.get("answer") {
+            Some(Json::Array(parts)) => parts.iter().all(|p| matches!(p, Json::String(_) | Json::Number(_))),
+            Some(Json::Object(_)) | None => false,
             Some(_) => true,
-            None => false,
         };
         if !ok {
-            let got = answer.get("answer").map_or("nothing".into(), describe);
+            let got = item.get("answer").map_or("nothing".into(), Json::describe);
             return Err(Error::invalid(
                 join_path(&at, "answer"),
                 format!("must be a string, number, boolean, null or a list of strings, got {got}"),
@@ -183,7 +192,8 @@ fn check_answers(answers: &Value) -> Result<(), Error> {
     Ok(())
 }
 
-/// Size of a value's compact JSON, without building the string.
+/// Size of a value's compact JSON, without building the string (the relay's
+/// check of an event it decoded).
 pub fn json_size<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
@@ -201,30 +211,18 @@ pub fn json_size<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     count.0
 }
 
-/// A short description of a value's type for error messages.
-pub(crate) fn describe(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        // serde_json's own number formatting: `Display` for f64 would pull
-        // ~20 KB of float-printing code into the browser bundle.
-        Value::Number(n) => serde_json::to_string(n).unwrap_or_default(),
-        Value::String(s) if s.chars().count() > 40 => "a long string".into(),
-        // Quoted as JSON, the notation a JS developer reads.
-        Value::String(_) => serde_json::to_string(v).unwrap_or_default(),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn check(event: &str, props: Value) -> Result<Map<String, Value>, String> {
-        let mut map = props.as_object().cloned().unwrap();
-        check_properties(event, &mut map).map(|()| map).map_err(|e| e.to_string())
+    fn check(event: &str, props: Value) -> Result<Json, String> {
+        let mut props = Json::from(&props);
+        let default = check_properties(event, &props).map_err(|e| e.to_string())?;
+        if let Some((key, value)) = default {
+            props.insert(key, value.into());
+        }
+        Ok(props)
     }
 
     #[test]
@@ -242,7 +240,10 @@ mod tests {
 
     #[test]
     fn shoutout_action_defaults_to_cta_and_is_checked() {
-        assert_eq!(check(SHOUTOUT_CLICKED, json!({"shoutoutId": "spring"})).unwrap()["action"], "cta");
+        assert_eq!(
+            check(SHOUTOUT_CLICKED, json!({"shoutoutId": "spring"})).unwrap().get("action"),
+            Some(&"cta".into())
+        );
         assert!(check(SHOUTOUT_CLICKED, json!({"shoutoutId": "spring", "action": "link"})).is_ok());
         assert_eq!(
             check(SHOUTOUT_CLICKED, json!({"shoutoutId": "spring", "action": "close"})).unwrap_err(),

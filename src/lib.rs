@@ -10,6 +10,7 @@
 //! - [`wire`]: the batch/event JSON shared with the relay (contract v1).
 //! - [`events`]: built-in event names and the rules their properties obey.
 //! - [`error`]: the one error type; every error names its field.
+//! - [`json`]: the small JSON value the SDK reads and writes (no serde_json in the browser).
 //! - [`time`]: RFC 3339 formatting and parsing.
 //! - [`config`]: `init()` options resolved into one [`config::Config`] (every default).
 //! - [`retry`]: answer classification, backoff with jitter, `Retry-After`.
@@ -27,6 +28,7 @@
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod json;
 pub mod outbox;
 pub mod retry;
 pub mod time;

@@ -13,13 +13,11 @@
 //! left by pages that are gone (an earlier load, a closed tab), with their
 //! batch ids, attempt counts and schedules.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
 use crate::config::{Config, ENVELOPE_BYTES};
+use crate::json::{quote, Json, ObjectWriter};
 use crate::retry::{classify, RetryPolicy, Verdict};
 use crate::time::format_millis;
-use crate::wire::{Library, VERSION};
+use crate::wire::{LIBRARY_JSON, VERSION};
 
 /// How long a batch found in flight in storage (sent by a page that is gone,
 /// often as a keepalive request that outlived it) is left alone before it is
@@ -29,7 +27,7 @@ pub const LEASE_MS: i64 = 15_000;
 
 /// What happened to the events since the last [`Outbox::take_report`]
 /// (what `flush()` resolves with).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     /// Acknowledged by the relay.
     pub sent: u64,
@@ -40,8 +38,23 @@ pub struct Report {
     /// Dropped by policy before sending: queue full, or opt-out.
     pub dropped: u64,
     /// Why the last events were dropped, when any were.
-    #[serde(rename = "droppedWhy", skip_serializing_if = "Option::is_none")]
     pub dropped_why: Option<&'static str>,
+}
+
+impl Report {
+    /// `{sent, failed, pending, dropped, droppedWhy?}`, as `flush()` resolves.
+    pub fn to_json(&self) -> String {
+        let mut out = String::new();
+        let mut w = ObjectWriter::new(&mut out);
+        let count = |n: u64| n.min(i64::MAX as u64) as i64;
+        w.int("sent", count(self.sent)).int("failed", count(self.failed));
+        w.int("pending", count(self.pending)).int("dropped", count(self.dropped));
+        if let Some(why) = self.dropped_why {
+            w.str("droppedWhy", why);
+        }
+        w.end();
+        out
+    }
 }
 
 /// Why events were dropped (see [`Report::dropped_why`]).
@@ -49,7 +62,7 @@ pub const DROPPED_FULL: &str = "the queue was full (maxQueueEvents or maxQueueBy
 pub const DROPPED_OPT_OUT: &str = "the user opted out";
 
 /// One stored event: what storage holds, keyed by `id`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     /// The event id.
     pub id: String,
@@ -60,16 +73,14 @@ pub struct Record {
     /// When it was queued (ms).
     pub at: i64,
     /// Its place among the events its page queued in the same millisecond.
-    #[serde(default)]
     pub seq: u64,
     /// The batch it was sent in, if it was: resent with the same batch id and
     /// the next attempt number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<Mark>,
 }
 
 /// A batch as stored with each of its events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Mark {
     pub id: String,
     pub attempt: u32,
@@ -81,14 +92,14 @@ pub struct Mark {
 impl Record {
     /// Reads a record back from its stored JSON; `None` for anything that
     /// is not one (a corrupt or foreign entry is skipped, never sent).
-    pub fn from_json(v: &Value) -> Option<Record> {
-        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    pub fn from_json(v: &Json) -> Option<Record> {
+        let text = |v: &Json, k: &str| v.get(k).and_then(Json::as_str).map(str::to_string);
         let batch = match v.get("batch") {
-            None | Some(Value::Null) => None,
+            None | Some(Json::Null) => None,
             Some(m) => {
                 let state = match m.get("state")? {
-                    Value::String(s) if s == "Ready" => State::Ready,
-                    Value::String(s) if s == "InFlight" => State::InFlight,
+                    Json::String(s) if s == "Ready" => State::Ready,
+                    Json::String(s) if s == "InFlight" => State::InFlight,
                     w => match (w.get("Waiting"), w.get("Leased")) {
                         (Some(w), _) => {
                             State::Waiting { until: w.get("until")?.as_i64()?, firm: w.get("firm")?.as_bool()? }
@@ -99,7 +110,7 @@ impl Record {
                 Some(Mark {
                     id: text(m, "id")?,
                     attempt: u32::try_from(m.get("attempt")?.as_u64()?).ok()?,
-                    first: m.get("first").and_then(Value::as_i64),
+                    first: m.get("first").and_then(Json::as_i64),
                     last: m.get("last")?.as_i64()?,
                     state,
                 })
@@ -109,10 +120,47 @@ impl Record {
             id: text(v, "id")?,
             owner: text(v, "owner")?,
             json: text(v, "json")?,
-            seq: v.get("seq").and_then(Value::as_u64).unwrap_or(0),
+            seq: v.get("seq").and_then(Json::as_u64).unwrap_or(0),
             at: v.get("at")?.as_i64()?,
             batch,
         })
+    }
+
+    /// The stored form, which [`Record::from_json`] reads (the layout serde
+    /// gave it in earlier versions, so stored records stay readable).
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(self.json.len() + 256);
+        let mut w = ObjectWriter::new(&mut out);
+        w.str("id", &self.id).str("owner", &self.owner).str("json", &self.json);
+        w.int("at", self.at).int("seq", self.seq.min(i64::MAX as u64) as i64);
+        if let Some(m) = &self.batch {
+            let mut b = ObjectWriter::new(w.key("batch"));
+            b.str("id", &m.id).int("attempt", m.attempt.into());
+            match m.first {
+                Some(first) => drop(b.int("first", first)),
+                None => b.key("first").push_str("null"),
+            }
+            b.int("last", m.last);
+            let state = b.key("state");
+            match m.state {
+                State::Ready => quote("Ready", state),
+                State::InFlight => quote("InFlight", state),
+                State::Waiting { until, firm } => {
+                    let mut outer = ObjectWriter::new(state);
+                    let mut inner = ObjectWriter::new(outer.key("Waiting"));
+                    inner.int("until", until).bool("firm", firm).end();
+                    outer.end();
+                }
+                State::Leased { until } => {
+                    let mut outer = ObjectWriter::new(state);
+                    ObjectWriter::new(outer.key("Leased")).int("until", until).end();
+                    outer.end();
+                }
+            }
+            b.end();
+        }
+        w.end();
+        out
     }
 }
 
@@ -193,7 +241,7 @@ struct Queued {
     seq: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum State {
     Ready,
     InFlight,
@@ -837,15 +885,15 @@ fn body(write_key: &str, formed: &Formed, now: i64) -> String {
     out.push_str("{\"v\":");
     out.push_str(&VERSION.to_string());
     out.push_str(",\"writeKey\":");
-    out.push_str(&serde_json::to_string(write_key).unwrap_or_default());
+    quote(write_key, &mut out);
     out.push_str(",\"batchId\":");
-    out.push_str(&serde_json::to_string(&formed.batch_id).unwrap_or_default());
+    quote(&formed.batch_id, &mut out);
     out.push_str(",\"sentAt\":\"");
     out.push_str(&format_millis(now));
     out.push_str("\",\"attempt\":");
     out.push_str(&formed.attempt.to_string());
     out.push_str(",\"sdk\":");
-    out.push_str(&serde_json::to_string(&Library::cuecast()).unwrap_or_default());
+    out.push_str(LIBRARY_JSON);
     out.push_str(",\"events\":[");
     for (i, event) in formed.events.iter().enumerate() {
         if i > 0 {
@@ -1376,10 +1424,15 @@ mod tests {
             .any(|r| r.batch.as_ref().is_some_and(|m| matches!(m.state, State::Waiting { firm: true, .. }))));
         assert!(records.iter().any(|r| r.batch.is_none()));
         for r in records {
-            let stored = serde_json::to_value(r).unwrap();
+            let stored = Json::parse(&r.to_json()).unwrap();
             assert_eq!(Record::from_json(&stored).as_ref(), Some(r));
         }
-        assert_eq!(Record::from_json(&serde_json::json!({"id": "x", "owner": "p"})), None, "not a record");
+        assert_eq!(Record::from_json(&Json::parse(r#"{"id": "x", "owner": "p"}"#).unwrap()), None, "not a record");
+        // Written by the serde-derived form of earlier versions: still read.
+        let old = r#"{"id":"e1","owner":"p","json":"{}","at":5,"seq":2,"batch":{"id":"b1","attempt":2,"first":1,"last":5,"state":{"Waiting":{"until":9,"firm":true}}}}"#;
+        let read = Record::from_json(&Json::parse(old).unwrap()).unwrap();
+        assert_eq!(read.batch.as_ref().map(|m| &m.state), Some(&State::Waiting { until: 9, firm: true }));
+        assert_eq!(read.to_json(), old, "and written the same way");
     }
 
     #[test]

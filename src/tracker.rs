@@ -5,15 +5,13 @@
 //! passed in, and nothing here touches the browser. The browser layer wraps
 //! one [`Tracker`] and adds IO.
 
-use serde::Serialize;
-use serde_json::{Map, Value};
-
 use crate::config::Config;
 use crate::error::Error;
-use crate::events::{self, describe, MAX_EVENT_BYTES};
+use crate::events::{self, MAX_EVENT_BYTES};
+use crate::json::{quote, Json, ObjectWriter};
 use crate::outbox::{Outbox, Push};
 use crate::time::format_millis;
-use crate::wire::{Context, Event};
+use crate::wire::{Context, NewEvent};
 
 /// The clock and the random source.
 pub trait Env {
@@ -39,12 +37,12 @@ pub trait Env {
 
 /// Who is using the page, kept across page loads by the browser layer.
 /// `v1` in its storage key; fields only ever get added, as optional.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     pub anonymous_id: String,
     pub user_id: Option<String>,
-    pub traits: Map<String, Value>,
+    /// An object.
+    pub traits: Json,
     pub session: Option<Session>,
     pub opted_out: bool,
     /// When the user (anonymous id, user id, traits) last changed, and when
@@ -57,15 +55,13 @@ pub struct Identity {
 
 impl Identity {
     /// Reads a stored identity; `None` when there is none usable (absent,
-    /// corrupt, edited by hand), which starts a fresh one. Written by hand
-    /// rather than derived: serde's deserialiser would add ~30 KB to the
-    /// browser bundle for this one small object.
-    pub fn from_json(v: &Value) -> Option<Identity> {
+    /// corrupt, edited by hand), which starts a fresh one.
+    pub fn from_json(v: &Json) -> Option<Identity> {
         // Only ids the relay would accept: a corrupt one would fail every batch.
-        let id = |v: Option<&Value>| events::check_id("", v).ok().and_then(|()| Some(v?.as_str()?.to_string()));
+        let id = |v: Option<&Json>| events::check_id("", v).ok().and_then(|()| Some(v?.as_str()?.to_string()));
         let anonymous_id = id(v.get("anonymousId"))?;
         let user_id = match v.get("userId") {
-            None | Some(Value::Null) => None,
+            None | Some(Json::Null) => None,
             some => Some(id(some)?),
         };
         let session = v
@@ -74,17 +70,39 @@ impl Identity {
         Some(Identity {
             anonymous_id,
             user_id,
-            traits: v.get("traits").and_then(Value::as_object).cloned().unwrap_or_default(),
+            traits: v.get("traits").filter(|t| matches!(t, Json::Object(_))).cloned().unwrap_or_else(Json::object),
             session,
-            opted_out: v.get("optedOut").and_then(Value::as_bool).unwrap_or(false),
-            user_at: v.get("userAt").and_then(Value::as_i64).unwrap_or(0),
-            consent_at: v.get("consentAt").and_then(Value::as_i64).unwrap_or(0),
+            opted_out: v.get("optedOut").and_then(Json::as_bool).unwrap_or(false),
+            user_at: v.get("userAt").and_then(Json::as_i64).unwrap_or(0),
+            consent_at: v.get("consentAt").and_then(Json::as_i64).unwrap_or(0),
         })
+    }
+
+    /// The stored form, which [`Identity::from_json`] reads.
+    pub fn to_json(&self) -> String {
+        let mut out = String::new();
+        let mut w = ObjectWriter::new(&mut out);
+        w.str("anonymousId", &self.anonymous_id);
+        match &self.user_id {
+            Some(user_id) => quote(user_id, w.key("userId")),
+            None => w.key("userId").push_str("null"),
+        }
+        self.traits.write(w.key("traits"));
+        match &self.session {
+            Some(s) => {
+                let mut session = ObjectWriter::new(w.key("session"));
+                session.str("id", &s.id).int("lastSeen", s.last_seen);
+                session.end();
+            }
+            None => w.key("session").push_str("null"),
+        }
+        w.bool("optedOut", self.opted_out).int("userAt", self.user_at).int("consentAt", self.consent_at);
+        w.end();
+        out
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub id: String,
     pub last_seen: i64,
@@ -119,7 +137,7 @@ impl Tracker {
         let identity = stored.unwrap_or_else(|| Identity {
             anonymous_id: new_anonymous_id(env),
             user_id: None,
-            traits: Map::new(),
+            traits: Json::object(),
             session: None,
             opted_out: false,
             user_at: 0,
@@ -189,14 +207,15 @@ impl Tracker {
     pub fn track(
         &mut self,
         name: &str,
-        properties: Value,
+        properties: Json,
         context: Context,
         env: &mut dyn Env,
     ) -> Result<Tracked, Error> {
         events::check_name("event", name)?;
         let mut props = properties_object(properties).map_err(|e| e.within("properties"))?;
-        events::check_properties(name, &mut props).map_err(|e| e.within("properties"))?;
-        self.enqueue(name, props, Map::new(), context, env)
+        let default = events::check_properties(name, &props).map_err(|e| e.within("properties"))?;
+        complete(&mut props, default);
+        self.enqueue(name, &props, &Json::object(), context, env)
     }
 
     /// A typed helper (`shoutoutClicked(…)` and friends): the input object is
@@ -204,27 +223,28 @@ impl Tracker {
     pub fn track_built_in(
         &mut self,
         name: &str,
-        input: Value,
+        mut input: Json,
         context: Context,
         env: &mut dyn Env,
     ) -> Result<Tracked, Error> {
-        let Value::Object(mut props) = input else {
-            return Err(Error::invalid("", format!("expects an object, got {}", describe(&input))));
-        };
-        events::check_properties(name, &mut props)?;
-        self.enqueue(name, props, Map::new(), context, env)
+        if !matches!(input, Json::Object(_)) {
+            return Err(Error::invalid("", format!("expects an object, got {}", input.describe())));
+        }
+        let default = events::check_properties(name, &input)?;
+        complete(&mut input, default);
+        self.enqueue(name, &input, &Json::object(), context, env)
     }
 
     /// `identify(userId, traits)`: remembers the user and sends `user.identified`.
     pub fn identify(
         &mut self,
-        user_id: Value,
-        traits: Value,
+        user_id: Json,
+        traits: Json,
         context: Context,
         env: &mut dyn Env,
     ) -> Result<Tracked, Error> {
         let user_id = match user_id {
-            Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+            ref n if n.as_i64().is_some() => n.text(),
             other => {
                 events::check_id("userId", Some(&other))?;
                 other.as_str().unwrap_or_default().to_string()
@@ -238,12 +258,16 @@ impl Tracker {
         let before = self.identity.clone();
         if self.identity.user_id.as_deref() != Some(&user_id) {
             // A different user: their traits are not the previous user's.
-            self.identity.traits.clear();
+            self.identity.traits = Json::object();
         }
         self.identity.user_id = Some(user_id);
-        self.identity.traits.extend(traits);
+        if let Json::Object(members) = traits {
+            for (key, value) in members {
+                self.identity.traits.insert(&key, value);
+            }
+        }
         let traits = self.identity.traits.clone();
-        match self.enqueue(events::USER_IDENTIFIED, Map::new(), traits, context, env) {
+        match self.enqueue(events::USER_IDENTIFIED, &Json::object(), &traits, context, env) {
             Ok(tracked) => {
                 self.dirty = true;
                 self.identity.user_at = env.now_ms();
@@ -263,7 +287,7 @@ impl Tracker {
     pub fn reset(&mut self, env: &mut dyn Env) {
         self.identity.anonymous_id = new_anonymous_id(env);
         self.identity.user_id = None;
-        self.identity.traits.clear();
+        self.identity.traits = Json::object();
         self.identity.session = None;
         self.identity.user_at = env.now_ms();
         self.dirty = true;
@@ -296,8 +320,8 @@ impl Tracker {
     fn enqueue(
         &mut self,
         name: &str,
-        properties: Map<String, Value>,
-        traits: Map<String, Value>,
+        properties: &Json,
+        traits: &Json,
         context: Context,
         env: &mut dyn Env,
     ) -> Result<Tracked, Error> {
@@ -305,23 +329,25 @@ impl Tracker {
             return Ok(Tracked::OptedOut);
         }
         let now = env.now_ms();
-        let event = Event {
-            id: env.uuid_v7(),
-            event: name.to_string(),
-            timestamp: format_millis(now),
-            anonymous_id: Some(self.identity.anonymous_id.clone()),
-            user_id: self.identity.user_id.clone(),
-            session_id: Some(self.touch_session(now, env)),
+        let id = env.uuid_v7();
+        let session_id = self.touch_session(now, env);
+        let json = NewEvent {
+            id: &id,
+            event: name,
+            timestamp: &format_millis(now),
+            anonymous_id: &self.identity.anonymous_id,
+            user_id: self.identity.user_id.as_deref(),
+            session_id: &session_id,
             properties,
-            context,
+            context: &context,
             traits,
-        };
-        let json = serde_json::to_string(&event).expect("events serialise");
+        }
+        .to_json();
         if json.len() > MAX_EVENT_BYTES {
             return Err(Error::TooLarge { field: "properties".into(), size: json.len(), limit: MAX_EVENT_BYTES });
         }
-        let (push, dropped) = self.outbox.push(event.id.clone(), json, now);
-        Ok(Tracked::Queued { id: event.id, push, dropped })
+        let (push, dropped) = self.outbox.push(id.clone(), json, now);
+        Ok(Tracked::Queued { id, push, dropped })
     }
 
     /// The current session id, rotated after `session_timeout_ms` without events.
@@ -346,19 +372,32 @@ fn new_anonymous_id(env: &mut dyn Env) -> String {
     uuid::Builder::from_random_bytes(random).into_uuid().to_string()
 }
 
-fn properties_object(v: Value) -> Result<Map<String, Value>, Error> {
+fn properties_object(v: Json) -> Result<Json, Error> {
     match v {
-        Value::Object(map) => Ok(map),
-        Value::Null => Ok(Map::new()),
-        other => Err(Error::invalid("", format!("must be an object, got {}", describe(&other)))),
+        Json::Object(_) => Ok(v),
+        Json::Null => Ok(Json::object()),
+        other => Err(Error::invalid("", format!("must be an object, got {}", other.describe()))),
+    }
+}
+
+/// Fills in the default a built-in event's rules asked for.
+fn complete(props: &mut Json, default: events::Default) {
+    if let Some((key, value)) = default {
+        props.insert(key, value.into());
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::wire::{Library, Page, Screen};
-    use serde_json::json;
+    use crate::wire::{Event, Library, Page, Screen};
+
+    /// serde_json's `json!`, as the SDK's [`Json`].
+    macro_rules! json {
+        ($($t:tt)+) => {
+            Json::from(&serde_json::json!($($t)+))
+        };
+    }
 
     /// A frozen clock and a counting "random" source.
     pub struct FakeEnv {
@@ -422,7 +461,7 @@ pub(crate) mod tests {
         assert_eq!(e.user_id.as_deref(), Some("user-42"));
         assert_eq!(e.anonymous_id, ident.anonymous_id);
         assert_eq!(e.session_id, ident.session_id);
-        assert_eq!(e.properties, json!({"format": "csv"}).as_object().unwrap().clone());
+        assert_eq!(Json::from(&e.properties), json!({"format": "csv"}));
         assert_eq!(e.context, context());
         let id = uuid::Uuid::parse_str(&e.id).unwrap();
         assert_eq!(id.get_version_num(), 7);
@@ -483,7 +522,7 @@ pub(crate) mod tests {
         }
         assert_eq!(t.outbox.pending(), 0);
         assert_eq!(t.identity().user_id, None, "a rejected identify changes nothing");
-        assert!(t.identity().traits.is_empty());
+        assert_eq!(t.identity().traits, Json::object());
         assert!(t.take_dirty_identity().is_some_and(|i| i.user_id.is_none()));
     }
 
@@ -491,7 +530,7 @@ pub(crate) mod tests {
     fn numeric_user_ids_become_strings() {
         let env = &mut FakeEnv { now: 0, seed: 0 };
         let mut t = tracker(env);
-        t.identify(json!(42), Value::Null, context(), env).unwrap();
+        t.identify(json!(42), Json::Null, context(), env).unwrap();
         assert_eq!(t.identity().user_id.as_deref(), Some("42"));
     }
 
@@ -501,7 +540,7 @@ pub(crate) mod tests {
         let mut t = tracker(env);
         let session_at = |t: &mut Tracker, env: &mut FakeEnv, now: i64| {
             env.now = now;
-            t.track("tick", Value::Null, Context::default(), env).unwrap();
+            t.track("tick", Json::Null, Context::default(), env).unwrap();
             t.identity().session.clone().unwrap().id
         };
         let s1 = session_at(&mut t, env, 1_000_000);
@@ -520,7 +559,7 @@ pub(crate) mod tests {
         t.identify(json!("user-42"), json!({"plan": "pro"}), context(), env).unwrap();
         let stored = t.take_dirty_identity().cloned().unwrap();
         assert!(t.take_dirty_identity().is_none(), "written once");
-        let stored = Identity::from_json(&serde_json::to_value(&stored).unwrap()).expect("reads what it wrote");
+        let stored = Identity::from_json(&Json::parse(&stored.to_json()).unwrap()).expect("reads what it wrote");
         assert_eq!(stored.user_id.as_deref(), Some("user-42"));
         assert!(stored.session.is_some());
         let long = "x".repeat(201);
@@ -533,13 +572,13 @@ pub(crate) mod tests {
             json!({"anonymousId": "a", "userId": long}),
             json!({"anonymousId": "a", "userId": 5}),
         ] {
-            assert_eq!(Identity::from_json(&junk), None, "{junk}");
+            assert_eq!(Identity::from_json(&junk), None, "{junk:?}");
         }
         let reloaded = Tracker::new(t.config.clone(), Some(stored.clone()), env);
         assert_eq!(reloaded.identity(), &stored);
         t.reset(env);
         let after = t.identity().clone();
-        assert_eq!((after.user_id, after.traits.len(), after.session), (None, 0, None));
+        assert_eq!((after.user_id, after.traits, after.session), (None, Json::object(), None));
         assert_ne!(after.anonymous_id, stored.anonymous_id);
         assert!(t.take_dirty_identity().is_some());
     }
@@ -548,20 +587,20 @@ pub(crate) mod tests {
     fn another_tabs_opt_out_and_logout_are_adopted() {
         let env = &mut FakeEnv { now: 1_000_000, seed: 0 };
         let mut a = tracker(env);
-        a.identify(json!("user-1"), Value::Null, context(), env).unwrap();
+        a.identify(json!("user-1"), Json::Null, context(), env).unwrap();
         let mut b = Tracker::new(a.config.clone(), a.take_dirty_identity().cloned(), env);
-        b.track("queued-in-b", Value::Null, Context::default(), env).unwrap();
+        b.track("queued-in-b", Json::Null, Context::default(), env).unwrap();
         env.now += 10;
         a.opt_out(env.now);
         b.adopt(a.take_dirty_identity().cloned().unwrap());
-        assert_eq!(b.track("x", Value::Null, Context::default(), env).unwrap(), Tracked::OptedOut);
+        assert_eq!(b.track("x", Json::Null, Context::default(), env).unwrap(), Tracked::OptedOut);
         assert_eq!(b.outbox.take_report().dropped, 1, "what b had queued is dropped too");
         assert!(b.take_dirty_identity().is_none(), "an adopted identity is not written back");
         env.now += 10;
         a.opt_in(env.now);
         a.reset(env);
         b.adopt(a.take_dirty_identity().cloned().unwrap());
-        assert!(matches!(b.track("y", Value::Null, Context::default(), env).unwrap(), Tracked::Queued { .. }));
+        assert!(matches!(b.track("y", Json::Null, Context::default(), env).unwrap(), Tracked::Queued { .. }));
         assert_eq!(b.identity().user_id, None);
         assert_eq!(b.identity().anonymous_id, a.identity().anonymous_id);
     }
@@ -570,7 +609,7 @@ pub(crate) mod tests {
     fn a_tab_writing_its_session_keeps_another_tabs_opt_out_and_logout() {
         let env = &mut FakeEnv { now: 1_000_000, seed: 0 };
         let mut a = tracker(env);
-        a.identify(json!("user-1"), Value::Null, context(), env).unwrap();
+        a.identify(json!("user-1"), Json::Null, context(), env).unwrap();
         let shared = a.take_dirty_identity().cloned();
         let mut b = Tracker::new(a.config.clone(), shared.clone(), env);
         // A opts out and logs out and stores it; B has not seen it yet and
@@ -580,14 +619,14 @@ pub(crate) mod tests {
         a.reset(env);
         let stored_by_a = a.take_dirty_identity().cloned();
         env.now += 61_000;
-        b.track("x", Value::Null, Context::default(), env).unwrap();
+        b.track("x", Json::Null, Context::default(), env).unwrap();
         assert!(b.needs_write());
         b.reconcile(stored_by_a.clone());
         assert!(b.identity().opted_out, "B takes A's opt-out before writing");
         assert_eq!(b.identity().user_id, None, "and A's logout");
         assert_eq!(b.identity().anonymous_id, stored_by_a.clone().unwrap().anonymous_id);
         assert!(b.take_dirty_identity().is_none_or(|w| w.opted_out), "so nothing B writes undoes them");
-        assert_eq!(b.track("y", Value::Null, Context::default(), env).unwrap(), Tracked::OptedOut);
+        assert_eq!(b.track("y", Json::Null, Context::default(), env).unwrap(), Tracked::OptedOut);
         // A stale copy written by a third tab (it read storage before A's
         // change landed) does not undo A's opt-out: A merges it, keeps its
         // later change and writes it back.
@@ -608,13 +647,13 @@ pub(crate) mod tests {
     fn opt_out_drops_waiting_events_and_tracks_nothing() {
         let env = &mut FakeEnv { now: 0, seed: 0 };
         let mut t = tracker(env);
-        t.track("a", Value::Null, Context::default(), env).unwrap();
-        t.track("b", Value::Null, Context::default(), env).unwrap();
+        t.track("a", Json::Null, Context::default(), env).unwrap();
+        t.track("b", Json::Null, Context::default(), env).unwrap();
         assert_eq!(t.opt_out(env.now), 2);
-        assert_eq!(t.track("c", Value::Null, Context::default(), env).unwrap(), Tracked::OptedOut);
+        assert_eq!(t.track("c", Json::Null, Context::default(), env).unwrap(), Tracked::OptedOut);
         assert!(t.identity().opted_out);
         assert_eq!(t.outbox.take_report().dropped, 2);
         t.opt_in(env.now);
-        assert!(matches!(t.track("d", Value::Null, Context::default(), env).unwrap(), Tracked::Queued { .. }));
+        assert!(matches!(t.track("d", Json::Null, Context::default(), env).unwrap(), Tracked::Queued { .. }));
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::events::{self, MAX_EVENT_BYTES};
+use crate::json::{Json, ObjectWriter};
 
 /// The wire version this build speaks.
 pub const VERSION: u64 = 1;
@@ -110,6 +111,72 @@ impl Library {
     }
 }
 
+/// This SDK's `sdk` and `context.library`, as JSON.
+pub const LIBRARY_JSON: &str = concat!(r#"{"name":"cuecast","version":""#, env!("CARGO_PKG_VERSION"), r#""}"#);
+
+/// An event as the SDK creates it, written as [`Event`]'s JSON by hand: the
+/// browser build carries no serde serialiser (README, "Size"). The tests
+/// pin it to serde's output of [`Event`] for every golden fixture.
+pub struct NewEvent<'a> {
+    pub id: &'a str,
+    pub event: &'a str,
+    pub timestamp: &'a str,
+    pub anonymous_id: &'a str,
+    pub user_id: Option<&'a str>,
+    pub session_id: &'a str,
+    /// An object.
+    pub properties: &'a Json,
+    pub context: &'a Context,
+    /// An object.
+    pub traits: &'a Json,
+}
+
+impl NewEvent<'_> {
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(512);
+        let mut w = ObjectWriter::new(&mut out);
+        w.str("id", self.id).str("event", self.event).str("timestamp", self.timestamp);
+        w.str("anonymousId", self.anonymous_id);
+        if let Some(user_id) = self.user_id {
+            w.str("userId", user_id);
+        }
+        w.str("sessionId", self.session_id);
+        self.properties.write(w.key("properties"));
+        self.context.write_json(w.key("context"));
+        self.traits.write(w.key("traits"));
+        w.end();
+        out
+    }
+}
+
+impl Context {
+    /// Appends the JSON serde writes for this context.
+    pub fn write_json(&self, out: &mut String) {
+        let mut w = ObjectWriter::new(out);
+        if let Some(page) = &self.page {
+            let mut p = ObjectWriter::new(w.key("page"));
+            p.str("url", &page.url).str("path", &page.path).str("referrer", &page.referrer).str("title", &page.title);
+            p.end();
+        }
+        for (key, value) in [("userAgent", &self.user_agent), ("locale", &self.locale), ("timezone", &self.timezone)] {
+            if let Some(value) = value {
+                w.str(key, value);
+            }
+        }
+        if let Some(screen) = self.screen {
+            let mut s = ObjectWriter::new(w.key("screen"));
+            s.int("width", screen.width.into()).int("height", screen.height.into());
+            s.end();
+        }
+        if let Some(library) = &self.library {
+            let mut l = ObjectWriter::new(w.key("library"));
+            l.str("name", &library.name).str("version", &library.version);
+            l.end();
+        }
+        w.end();
+    }
+}
+
 /// The relay's answer to an accepted batch (200 or 202).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
@@ -187,9 +254,8 @@ impl Batch {
         if self.v != VERSION {
             return Err(Error::UnsupportedVersion(self.v));
         }
-        let key = Some(Value::String(self.write_key.clone()));
-        events::check_id("writeKey", key.as_ref())?;
-        events::check_id("batchId", Some(&Value::String(self.batch_id.clone())))?;
+        events::check_id_text("writeKey", &self.write_key)?;
+        events::check_id_text("batchId", &self.batch_id)?;
         check_timestamp("sentAt", &self.sent_at)?;
         if self.attempt == 0 {
             return Err(Error::invalid("attempt", "must be at least 1"));
@@ -219,7 +285,7 @@ impl Event {
 
     /// [`Event::validate`], filling in the built-in event's defaults.
     pub fn complete(&mut self) -> Result<(), Error> {
-        events::check_id("id", Some(&Value::String(self.id.clone())))?;
+        events::check_id_text("id", &self.id)?;
         events::check_name("event", &self.event)?;
         check_timestamp("timestamp", &self.timestamp)?;
         if self.anonymous_id.is_none() && self.user_id.is_none() {
@@ -229,10 +295,17 @@ impl Event {
             [("anonymousId", &self.anonymous_id), ("userId", &self.user_id), ("sessionId", &self.session_id)]
         {
             if let Some(id) = id {
-                events::check_id(field, Some(&Value::String(id.clone())))?;
+                events::check_id_text(field, id)?;
             }
         }
-        events::check_properties(&self.event, &mut self.properties).map_err(|e| e.within("properties"))?;
+        // Only the built-in events have property rules.
+        if events::BUILT_IN.contains(&self.event.as_str()) {
+            let default = events::check_properties(&self.event, &Json::from(&self.properties))
+                .map_err(|e| e.within("properties"))?;
+            if let Some((key, value)) = default {
+                self.properties.insert(key.into(), value.into());
+            }
+        }
         let size = events::json_size(self);
         if size > MAX_EVENT_BYTES {
             return Err(Error::TooLarge { field: String::new(), size, limit: MAX_EVENT_BYTES });

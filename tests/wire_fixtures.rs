@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cuecast::json::Json;
 use cuecast::wire::{self, Batch, Event};
 use serde_json::Value;
 
@@ -38,6 +39,32 @@ fn every_built_in_event_kind_has_a_valid_fixture() {
     for built_in in cuecast::events::BUILT_IN {
         assert!(names.iter().any(|n| n == built_in), "no fixture for {built_in}");
     }
+}
+
+/// The SDK writes events by hand (no serde in the browser build): byte for
+/// byte what serde writes for the same event.
+#[test]
+fn the_sdk_writes_every_golden_event_as_serde_does() {
+    for entry in std::fs::read_dir(fixtures().join("events")).unwrap() {
+        let path = entry.unwrap().path();
+        let event: Event = serde_json::from_slice(&read(&path)).unwrap();
+        let (properties, traits) = (Json::from(&event.properties), Json::from(&event.traits));
+        let written = wire::NewEvent {
+            id: &event.id,
+            event: &event.event,
+            timestamp: &event.timestamp,
+            anonymous_id: event.anonymous_id.as_deref().unwrap(),
+            user_id: event.user_id.as_deref(),
+            session_id: event.session_id.as_deref().unwrap(),
+            properties: &properties,
+            context: &event.context,
+            traits: &traits,
+        }
+        .to_json();
+        assert_eq!(written, serde_json::to_string(&event).unwrap(), "{}", path.display());
+    }
+    let library = serde_json::to_string(&wire::Library::cuecast()).unwrap();
+    assert_eq!(wire::LIBRARY_JSON, library);
 }
 
 #[test]

@@ -6,15 +6,15 @@
 //! What it finds comes back here as a built-in event name and a properties
 //! object, and goes through the same validation as the typed helpers.
 
-use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
 use crate::events;
+use crate::json::Json;
 
 /// A captured interaction, ready for the tracker's typed path.
 pub struct Captured {
     pub event: &'static str,
-    pub properties: Value,
+    pub properties: Json,
 }
 
 /// The installed listeners' callback. The listeners live as long as the

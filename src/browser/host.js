@@ -46,6 +46,56 @@ export function beacon(url, body) {
   }
 }
 
+// JavaScript value → JSON text, refusing what JSON.stringify would send
+// differently from what the developer meant: returns the text, or
+// [path, why] naming the field. undefined is null (absent as a property),
+// a Date its ISO string; functions, Symbols, BigInts, NaN and Infinity,
+// integers beyond 2^53 - 1, invalid Dates, Maps and Sets, cycles and more
+// than 32 levels of nesting are refused.
+export function encode(value, field) {
+  const seen = [];
+  const walk = (v, path) => {
+    if (v == null) return null;
+    const type = typeof v;
+    const no = (why) => {
+      throw [path, why];
+    };
+    if (type == "number") {
+      if (!isFinite(v)) no("must be a finite number, got NaN or Infinity");
+      if (Number.isInteger(v) && !Number.isSafeInteger(v))
+        no("is an integer beyond 2^53 - 1, which JSON cannot carry exactly; send it as a string");
+    }
+    if (type != "object") {
+      if (type == "function") no("is a function, which cannot be sent");
+      if (type == "symbol") no("is a Symbol, which cannot be sent");
+      if (type == "bigint") no("is a BigInt; send it as a string or a number");
+      return v;
+    }
+    if (v instanceof Date) return isNaN(v) ? no("is an invalid Date") : v.toISOString();
+    if (seen.includes(v)) no("refers back to itself (a cycle), which cannot be sent");
+    if (seen.length >= 32) no("is nested more than 32 levels deep");
+    if (v instanceof Map || v instanceof Set) no("is a Map or Set; convert it to a plain object or array");
+    seen.push(v);
+    let out;
+    if (Array.isArray(v)) out = v.map((item, i) => walk(item, `${path}[${i}]`));
+    else {
+      out = {};
+      for (const key of Object.keys(v)) {
+        // Like JSON.stringify: a property set to undefined is absent.
+        if (v[key] !== undefined) out[key] = walk(v[key], !path ? key : key[0] == "[" ? path + key : `${path}.${key}`);
+      }
+    }
+    seen.pop();
+    return out;
+  };
+  try {
+    return JSON.stringify(walk(value, field));
+  } catch (e) {
+    // A getter that throws: say so rather than throw into the wasm.
+    return Array.isArray(e) ? e : [field, `could not be read: ${e}`];
+  }
+}
+
 // Declarative auto-capture: `data-cuecast-*` attributes become events.
 // One delegated listener per event type on `document`, in the capture phase
 // (a page calling stopPropagation() does not hide interactions), nothing per

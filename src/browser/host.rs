@@ -53,6 +53,11 @@ extern "C" {
     #[wasm_bindgen(js_name = heldLocks)]
     pub fn held_locks() -> Promise;
 
+    // convert.rs
+    /// The JSON text of `value`, or `[path, why]` when it cannot be sent as
+    /// the developer meant it (a function, a cycle, an unsafe integer…).
+    pub fn encode(value: &JsValue, field: &str) -> JsValue;
+
     // mod.rs
     /// Calls `on(what, value)` on "hide", "freeze", "thaw", "online", and
     /// "identity" (with the new value) when another tab stores `identity_key`.

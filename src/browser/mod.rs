@@ -19,7 +19,6 @@ use std::rc::{Rc, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use js_sys::{Function, Promise, Reflect};
-use serde_json::Value;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
 use web_sys::Window;
@@ -27,6 +26,7 @@ use web_sys::Window;
 use crate::config::Config;
 use crate::error::Error;
 use crate::events;
+use crate::json::Json;
 use crate::outbox::{storage_scope, Answer, Change, Outgoing, Push};
 use crate::retry::parse_retry_after;
 use crate::tracker::{Env, Identity, Tracked, Tracker};
@@ -121,12 +121,12 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
     // A path ("/v1/batch", "./batch") means the page's own origin. Anything
     // else is validated as given, so "relay.example.com/v1" is an error, not
     // a path on this site.
-    if let Some(Value::String(endpoint)) = options.get_mut("endpoint") {
+    if let Some(endpoint) = options.get("endpoint").and_then(Json::as_str) {
         let relative = endpoint.starts_with('/') || endpoint.starts_with("./") || endpoint.starts_with("../");
         if relative && !endpoint.starts_with("//") {
             let base = window.location().href().unwrap_or_default();
             if let Ok(url) = web_sys::Url::new_with_base(endpoint.trim(), &base) {
-                *endpoint = url.href();
+                options.insert("endpoint", url.href().as_str().into());
             }
         }
     }
@@ -375,8 +375,7 @@ async fn on_thaw(rc: Rc<RefCell<Inner>>) {
 
 /// Another tab stored a new identity (opt-out, login, logout): adopt it.
 fn on_identity(weak: &Weak<RefCell<Inner>>, raw: String) {
-    let parsed = js_sys::JSON::parse(&raw).ok();
-    let stored = parsed.and_then(|v| convert::to_json(&v, "").ok()).and_then(|v| Identity::from_json(&v));
+    let stored = Json::parse(&raw).and_then(|v| Identity::from_json(&v));
     let (Some(stored), Some(rc)) = (stored, weak.upgrade()) else { return };
     // Adopted once the current JS task is done: the event may arrive while
     // this tab is inside one of our calls (its state borrowed), and dropping
@@ -475,10 +474,9 @@ impl Client {
                     report.sent, report.failed, report.pending, report.dropped
                 )
             });
-            // Through JSON: serde_json's serialiser is linked anyway, and
-            // serde-wasm-bindgen's (with its string cache) cost 3 KB gzip.
-            let json = serde_json::to_string(&report).unwrap_or_default();
-            js_sys::JSON::parse(&json)
+            // Through JSON: a few bytes of writer, where building the
+            // object through Reflect costs glue for every field.
+            js_sys::JSON::parse(&report.to_json())
         })
     }
 }
@@ -491,7 +489,7 @@ impl Client {
     /// page closed mid-replay) is one event at the relay.
     #[wasm_bindgen(js_name = _replay)]
     pub fn replay(&self, method: &str, args: js_sys::Array, at: f64, id: String) -> Result<Option<String>, JsValue> {
-        let id = events::check_id("id", Some(&Value::from(id.as_str()))).ok().map(|()| id);
+        let id = events::check_id_text("id", &id).ok().map(|()| id);
         self.inner.borrow_mut().env.replay = Some((at as i64, id));
         let arg = |i| args.get(i);
         let result = match method {
@@ -863,7 +861,7 @@ impl Inner {
         let stored = self.store.load(IDENTITY_KEY).and_then(|v| Identity::from_json(&v));
         self.tracker.reconcile(stored);
         if let Some(identity) = self.tracker.take_dirty_identity() {
-            if !self.store.save(IDENTITY_KEY, identity) {
+            if !self.store.save(IDENTITY_KEY, &identity.to_json()) {
                 log(self.tracker.config.debug, || {
                     "could not store the identity (storage unavailable); it lasts for this page only".into()
                 });

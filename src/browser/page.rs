@@ -1,10 +1,10 @@
 //! What the page can tell us: the clock, randomness, storage and context.
 
-use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use web_sys::{Storage, Window};
 
 use super::host;
+use crate::json::Json;
 use crate::tracker::Env;
 use crate::wire::{Context, Library, Page, Screen};
 
@@ -135,18 +135,14 @@ impl Store {
         Store { storage: window.local_storage().ok().flatten() }
     }
 
-    /// The JSON stored under `key`, parsed by the browser's `JSON.parse`
-    /// (a Rust JSON parser would cost bundle bytes for nothing).
-    pub fn load(&self, key: &str) -> Option<serde_json::Value> {
-        let raw = self.storage.as_ref()?.get_item(key).ok()??;
-        let parsed = js_sys::JSON::parse(&raw).ok()?;
-        super::convert::to_json(&parsed, "").ok()
+    /// The JSON stored under `key`.
+    pub fn load(&self, key: &str) -> Option<Json> {
+        Json::parse(&self.storage.as_ref()?.get_item(key).ok()??)
     }
 
-    /// Returns false when the value could not be stored (quota, disabled).
-    pub fn save<T: Serialize>(&self, key: &str, value: &T) -> bool {
-        let (Some(storage), Ok(raw)) = (&self.storage, serde_json::to_string(value)) else { return false };
-        storage.set_item(key, &raw).is_ok()
+    /// Stores JSON text; false when it could not be stored (quota, disabled).
+    pub fn save(&self, key: &str, json: &str) -> bool {
+        self.storage.as_ref().is_some_and(|storage| storage.set_item(key, json).is_ok())
     }
 }
 

@@ -31,6 +31,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use super::host::{self, HostShelf};
+use crate::json::Json;
 use crate::outbox::{Change, Record};
 
 pub struct Shelf {
@@ -86,7 +87,7 @@ impl Shelf {
     }
 
     fn entry(&self, r: &Record) -> Array {
-        Array::of2(&self.key(&r.owner, &r.id).into(), &serde_json::to_string(r).unwrap_or_default().into())
+        Array::of2(&self.key(&r.owner, &r.id).into(), &r.to_json().into())
     }
 
     /// Copies `records` to `localStorage` at once (the page may be closing
@@ -113,11 +114,9 @@ impl Shelf {
     /// record and a rescue copy, the one further along (attempt, last send) wins.
     pub async fn records_of(&self, owner: &str) -> Vec<Record> {
         let raw = strings(self.host.as_ref().map(|h| h.values(&self.key(owner, "")))).await;
-        // The browser's JSON.parse: a Rust parser would cost bundle bytes.
         let parsed = raw
             .iter()
-            .filter_map(|text| js_sys::JSON::parse(text).ok())
-            .filter_map(|v| super::convert::to_json(&v, "").ok())
+            .filter_map(|text| Json::parse(text))
             .filter_map(|v| Record::from_json(&v))
             .filter(|r| r.owner == owner);
         let progress = |r: &Record| r.batch.as_ref().map_or((0, i64::MIN), |m| (m.attempt, m.last));
