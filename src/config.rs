@@ -56,20 +56,11 @@ impl Config {
                 format!("must be an object {{endpoint, writeKey}}, got {}", opts.describe()),
             ));
         }
-        const KNOWN: [&str; 11] = [
-            "endpoint",
-            "writeKey",
-            "flushAt",
-            "flushInterval",
-            "maxBatchBytes",
-            "maxQueueEvents",
-            "maxQueueBytes",
-            "sessionTimeout",
-            "autoCapture",
-            "debug",
-            "retry",
-        ];
-        unknown(opts, &KNOWN)?;
+        unknown(
+            opts,
+            "endpoint, writeKey, flushAt, flushInterval, maxBatchBytes, maxQueueEvents, maxQueueBytes, \
+             sessionTimeout, autoCapture, debug, retry",
+        )?;
         let endpoint = required_string(opts, "endpoint")?;
         check_endpoint(&endpoint)?;
         let write_key = required_string(opts, "writeKey")?;
@@ -100,20 +91,18 @@ impl Config {
     }
 }
 
-/// An option name not in `known` is an error (a misspelt option is never ignored).
-fn unknown(opts: &Json, known: &[&str]) -> Result<(), Error> {
+/// An option name not in `known` (a list as the error message shows it) is
+/// an error: a misspelt option is never ignored.
+fn unknown(opts: &Json, known: &str) -> Result<(), Error> {
     let Json::Object(members) = opts else { return Ok(()) };
-    match members.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-        Some((name, _)) => {
-            Err(Error::invalid(name.as_str(), format!("is not an option (known: {})", known.join(", "))))
-        }
+    match members.iter().find(|(k, _)| !known.split(',').any(|name| name.trim_start() == k)) {
+        Some((name, _)) => Err(Error::invalid(name.as_str(), format!("is not an option (known: {known})"))),
         None => Ok(()),
     }
 }
 
 fn retry_policy(r: &Json) -> Result<RetryPolicy, Error> {
-    const KNOWN: [&str; 5] = ["minDelay", "maxDelay", "jitter", "maxRetryAfter", "maxAge"];
-    unknown(r, &KNOWN)?;
+    unknown(r, "minDelay, maxDelay, jitter, maxRetryAfter, maxAge")?;
     let defaults = RetryPolicy::default();
     let policy = RetryPolicy {
         // At least 100 ms: retrying faster only hammers a relay that is struggling.

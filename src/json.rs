@@ -37,7 +37,7 @@ impl Json {
     /// Parses one JSON text (whitespace around it allowed); `None` when it
     /// is not JSON.
     pub fn parse(text: &str) -> Option<Json> {
-        let mut p = Parser { s: text.as_bytes(), at: 0 };
+        let mut p = Parser { text, s: text.as_bytes(), at: 0 };
         let value = p.value(0)?;
         p.space();
         (p.at == p.s.len()).then_some(value)
@@ -276,7 +276,10 @@ impl<'a> ObjectWriter<'a> {
     }
 }
 
+/// Reads from `text` (already UTF-8: strings are copied out as slices cut
+/// at ASCII quotes and backslashes, never validated again).
 struct Parser<'a> {
+    text: &'a str,
     s: &'a [u8],
     at: usize,
 }
@@ -388,8 +391,7 @@ impl Parser<'_> {
                 return None;
             }
         }
-        // Only ASCII was consumed: the slice is valid UTF-8.
-        Some(Json::Number(String::from_utf8_lossy(&self.s[start..self.at]).into_owned()))
+        Some(Json::Number(self.text[start..self.at].to_string()))
     }
 
     fn string(&mut self) -> Option<String> {
@@ -397,12 +399,16 @@ impl Parser<'_> {
             return None;
         }
         self.at += 1;
-        let mut out = Vec::new();
+        let mut out = String::new();
+        let mut run = self.at;
         loop {
             let b = *self.s.get(self.at)?;
+            if b == b'"' || b == b'\\' {
+                out.push_str(&self.text[run..self.at]);
+            }
             self.at += 1;
             match b {
-                b'"' => return String::from_utf8(out).ok(),
+                b'"' => return Some(out),
                 b'\\' => {
                     let e = *self.s.get(self.at)?;
                     self.at += 1;
@@ -433,11 +439,11 @@ impl Parser<'_> {
                         }
                         _ => return None,
                     };
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    out.push(c);
+                    run = self.at;
                 }
                 0..=0x1f => return None,
-                _ => out.push(b),
+                _ => {}
             }
         }
     }

@@ -3,7 +3,7 @@
 //! Policy is data ([`RetryPolicy`]); the functions take the attempt number,
 //! the clock and a random number as arguments so tests can pin every case.
 
-use crate::time::days_from_civil;
+use crate::time::{days_from_civil, digits};
 
 /// How failed batches are retried. Defaults follow the contract: 0.5 s
 /// doubling to 60 s, ±20 % jitter, `Retry-After` honoured up to 300 s, and a
@@ -86,8 +86,8 @@ pub fn classify(status: Option<u16>) -> Verdict {
 /// ```
 pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<u64> {
     let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse::<u64>().ok().map(|s| s.saturating_mul(1000));
+    if let Some(seconds) = digits(value) {
+        return Some((seconds as u64).saturating_mul(1000));
     }
     let at = parse_http_date(value)?;
     Some(at.saturating_sub(now_ms).max(0) as u64)
@@ -95,13 +95,13 @@ pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<u64> {
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` → Unix milliseconds.
 fn parse_http_date(s: &str) -> Option<i64> {
-    let rest = s.split_once(", ")?.1;
+    let rest = s.split_once(',')?.1.strip_prefix(' ')?;
     let parts: Vec<&str> = rest.split(' ').collect();
     let [day, month, year, clock, "GMT"] = parts[..] else { return None };
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
-    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
-    let hms: Vec<i64> = clock.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let (day, year) = (digits(day)?, digits(year)?);
+    let hms: Vec<i64> = clock.split(':').map(digits).collect::<Option<_>>()?;
     let [h, m, sec] = hms[..] else { return None };
     if !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
         return None;

@@ -22,6 +22,15 @@ pub fn format_millis(ms: i64) -> String {
     )
 }
 
+/// A run of 1 to 18 ASCII digits as a number (`str::parse` accepts signs
+/// and costs the browser bundle its generic integer parser).
+pub(crate) fn digits(s: &str) -> Option<i64> {
+    if s.is_empty() || s.len() > 18 {
+        return None;
+    }
+    s.bytes().try_fold(0i64, |n, b| b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0')))
+}
+
 /// Parses an RFC 3339 timestamp (`Z` or `±hh:mm` offset, optional fraction)
 /// into Unix milliseconds. Returns `None` for anything else.
 pub fn parse_millis(s: &str) -> Option<i64> {
@@ -32,13 +41,7 @@ pub fn parse_millis(s: &str) -> Option<i64> {
     if b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
+    let num = |r: std::ops::Range<usize>| digits(s.get(r)?);
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
