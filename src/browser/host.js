@@ -1,14 +1,15 @@
 // The browser calls the wasm layer makes through plain JavaScript: fetch,
-// sendBeacon and the DOM walk of auto-capture. Each is a few lines here and,
-// through web-sys, gloo-net and serde_json's map, several kilobytes of wasm
-// and glue (README, "Size"). The decisions stay in Rust: this file only
-// performs IO and reports what happened. wasm-bindgen copies it into the
-// package (`snippets/`) and imports it from the glue.
+// sendBeacon, the DOM walk of auto-capture, storage, Web Locks, timers and
+// the page lifecycle, sequenced by one driver per client (`driver`). Each is
+// a few lines here and, through web-sys, gloo and Rust futures, kilobytes of
+// wasm and glue (README, "Size"). The decisions stay in Rust: this file only
+// performs IO and reports what happened to the client's hooks. wasm-bindgen
+// copies it into the package (`snippets/`) and imports it from the glue.
 
 // POSTs `body` as text/plain (a CORS-simple request: no preflight) and
 // resolves with [status, Retry-After], status 0 when there was no answer
 // (network error, CORS refusal, timeout). Never rejects.
-export async function post(url, body, timeoutMs, keepalive) {
+async function post(url, body, timeoutMs, keepalive) {
   const controller = new AbortController();
   // Without a deadline a relay that accepts and never answers would hold
   // the one in-flight batch forever.
@@ -112,7 +113,7 @@ export function encode(value, field) {
 //   `comment` the comment; data-cuecast-kind on the form sets `kind`).
 //   Password, hidden and file inputs, buttons, disabled or unchecked
 //   controls and fields inside [data-cuecast-ignore] are never captured.
-export function capture(found) {
+function capture(found) {
   document.addEventListener("click", (e) => fromClick(e, found), true);
   document.addEventListener("submit", (e) => fromSubmit(e, found), true);
 }
@@ -185,7 +186,7 @@ function fieldValues(el) {
 // sends what, are in persist.rs): IndexedDB with a localStorage "rescue"
 // copy beside it, else localStorage alone, else nothing. Keys and values are
 // strings the Rust side builds and parses; nothing here throws into the page.
-export async function openShelf() {
+async function openShelf() {
   let local = null;
   try {
     localStorage.setItem("cuecast:v1:probe", "1");
@@ -297,40 +298,28 @@ function shelf(kind, db, local) {
   };
 }
 
-// The Web Locks API (navigator.locks), where the page has it (secure
-// contexts in current browsers): one lock per page, held while it lives.
-export const hasLocks = () => typeof navigator !== "undefined" && !!navigator.locks;
+// Web Locks (navigator.locks, secure contexts in current browsers): each page
+// holds a lock named after itself while it lives, so "its lock is free" is
+// "that page is gone" (persist.rs has the whole protocol). None of these
+// throws: a refused request (an opaque origin) goes on without the lock.
 
 // Takes lock `name` and keeps it until the function it resolves with is
-// called (or the page goes away). Resolves with null where the request is
-// refused (an opaque origin): the page then goes on without its lock rather
-// than waiting forever.
-export function holdLock(name) {
+// called (or the page goes away); null where the request is refused.
+function holdLock(name) {
   return new Promise((granted) => {
     navigator.locks.request(name, () => new Promise((release) => granted(release))).catch(() => granted(null));
   });
 }
 
-// Runs `task` (returns a promise) while holding lock `name`; resolves with
-// whether it ran. Like every function here it never throws into the wasm
-// (an exception there would leave the client's state borrowed).
-export async function withLock(name, task) {
-  try {
-    await navigator.locks.request(name, task);
-    return true;
-  } catch {
-    return false;
-  }
-}
+// Runs `task` (returns a promise) while holding lock `name`.
+const withLock = (name, task) => navigator.locks.request(name, task).catch(() => {});
 
 // Calls `free` once lock `name` (another page's) is free: that page is gone
-// or frozen. The lock is let go again at once.
-export function whenFree(name, free) {
-  navigator.locks.request(name, () => free()).catch(() => {});
-}
+// or frozen. The lock is let go again at once (`free` returns nothing).
+const whenFree = (name, free) => navigator.locks.request(name, () => void free()).catch(() => {});
 
 // The names of the locks held now, by any page of this origin.
-export async function heldLocks() {
+async function heldLocks() {
   try {
     return (await navigator.locks.query()).held.map((lock) => lock.name);
   } catch {
@@ -360,26 +349,145 @@ export function staticContext() {
   ];
 }
 
-// A timer the Rust side holds: `tick` runs after `ms` (every `ms` when
-// `every`); the returned function cancels it.
-export function timer(ms, every, tick) {
-  const id = every ? setInterval(tick, ms) : setTimeout(tick, ms);
-  return () => (every ? clearInterval(id) : clearTimeout(id));
+// Calls the client's `hook`; the promise resolves with what it returned. A
+// hook returns false when the client is inside another call (its state
+// borrowed, which a wasm exception would leave so for good): it is called
+// again on the next microtask.
+function call(client, hook, ...args) {
+  return new Promise((done) => {
+    const go = () => {
+      const result = client[hook](...args);
+      if (result === false) queueMicrotask(go);
+      else done(result);
+    };
+    go();
+  });
 }
 
-// The page's lifecycle, reported as `on(what, value)`: "hide" when it is
-// hidden or left (`visibilitychange` to hidden is the last event a mobile
-// browser reliably fires; `pagehide` covers navigation; never `unload`, which
-// disables the back/forward cache), "freeze" and "thaw" when it enters and
-// leaves the back/forward cache, "online", and "identity" with the new value
-// when another tab stores `identityKey`.
-export function lifecycle(identityKey, on) {
-  addEventListener("storage", (e) => e.key === identityKey && e.newValue && on("identity", e.newValue));
-  addEventListener("online", () => on("online"));
-  document.addEventListener("visibilitychange", () => document.visibilityState === "hidden" && on("hide"));
-  addEventListener("pagehide", (e) => {
-    on("hide");
-    if (e.persisted) on("freeze");
-  });
-  addEventListener("pageshow", (e) => e.persisted && on("thaw"));
+// What `flush()` returns, and the function that settles it with the
+// report's JSON text.
+export function deferred() {
+  let settle;
+  const promise = new Promise((resolve) => (settle = (text) => resolve(JSON.parse(text))));
+  return [promise, settle];
+}
+
+// The IO of one client, sequenced: storage opened, this page's lock held,
+// events of pages that are gone handed over, the lifecycle reported, batches
+// posted, the wake-up timer set. `prefix` is the client's storage and lock
+// namespace (`cuecast:v1:<scope>:`), `page` this page's id. Records are
+// stored under `<prefix><owner page>:<event id>`.
+export function driver(prefix, page, identityKey, captureClicks, debug) {
+  let client, shelf, release, timeout;
+  let ready = false;
+  const watched = new Set();
+  const locks = typeof navigator != "undefined" && navigator.locks;
+  const pageLock = (owner) => `${prefix}page:${owner}`;
+  const hold = async () => {
+    if (locks) release = await holdLock(pageLock(page));
+  };
+  const becomeReady = () => {
+    ready = true;
+    call(client, "_ready");
+  };
+  const write = (entries) =>
+    shelf && entries.length
+      ? shelf.write(entries).catch(() => {
+          if (debug) console.log("[cuecast]", "could not store queued events (quota or storage error); they are kept in memory");
+        })
+      : undefined;
+  // Hands the records of pages that are gone to the client, which rewrites
+  // them as its own before the adoption lock is let go (so two pages never
+  // adopt the same record). A page still alive is watched instead. Without
+  // Web Locks every other page's records are taken (the relay drops a
+  // duplicate by its id).
+  const takeOver = async () => {
+    const held = locks ? await heldLocks() : [];
+    const owners = new Set();
+    for (const key of await shelf.keys(prefix)) {
+      const rest = key.slice(prefix.length);
+      if (rest.includes(":")) owners.add(rest.slice(0, rest.indexOf(":")));
+    }
+    const texts = [];
+    for (const owner of owners) {
+      if (owner == page) continue;
+      if (held.includes(pageLock(owner))) watch(owner);
+      else texts.push(...(await shelf.values(`${prefix}${owner}:`)));
+    }
+    if (texts.length) await write(await call(client, "_adopt", texts));
+  };
+  const adopt = () => (locks ? withLock(prefix + "adopt", takeOver) : takeOver());
+  const adoptAndSend = () => adopt().then(() => call(client, "_wake", false));
+  const watch = (owner) => {
+    if (watched.has(owner)) return;
+    watched.add(owner);
+    whenFree(pageLock(owner), () => {
+      watched.delete(owner);
+      adoptAndSend();
+    });
+  };
+  return {
+    // Starts it all for `client` (this page's handle on the Rust client).
+    async start(c) {
+      client = c;
+      addEventListener("storage", (e) => e.key === identityKey && e.newValue && call(client, "_identity", e.newValue));
+      addEventListener("online", () => call(client, "_wake", true));
+      // `visibilitychange` to hidden is the last event a mobile browser
+      // reliably fires; `pagehide` covers navigation; never `unload`, which
+      // disables the back/forward cache.
+      document.addEventListener("visibilitychange", () => document.visibilityState == "hidden" && call(client, "_hide"));
+      addEventListener("pagehide", (e) => {
+        call(client, "_hide");
+        if (!e.persisted) return;
+        // Into the back/forward cache: a held lock keeps a page out of it,
+        // and other pages may take its events meanwhile; nothing is sent
+        // until it is back and knows which events are still its own.
+        ready = false;
+        call(client, "_freeze");
+        if (release) release();
+        release = null;
+      });
+      addEventListener("pageshow", async (e) => {
+        if (!e.persisted) return;
+        if (shelf && locks) {
+          await hold();
+          await call(client, "_keepOnly", await shelf.values(`${prefix}${page}:`));
+          await adopt();
+        }
+        becomeReady();
+      });
+      if (captureClicks) capture((event, props) => call(client, "_captured", event, props));
+      shelf = await openShelf();
+      await call(client, "_attach", shelf && shelf.kind);
+      if (shelf) {
+        await hold();
+        await adopt();
+        // A backstop for the lock waits, which only cover the pages seen at the last look.
+        setInterval(() => ready && adoptAndSend(), 10000);
+      }
+      becomeReady();
+    },
+    // POSTs a batch and reports the answer; `keepaliveBytes` > 0 sends it as
+    // a keepalive request (counted by the client, echoed back).
+    send(batchId, url, body, timeoutMs, keepaliveBytes) {
+      post(url, body, timeoutMs, keepaliveBytes > 0).then(([status, retryAfter]) =>
+        call(client, "_reply", batchId, status, retryAfter, keepaliveBytes, navigator.onLine),
+      );
+    },
+    // Wakes the client in `ms` (replacing the previous wake-up); < 0 cancels.
+    wake(ms) {
+      clearTimeout(timeout);
+      if (ms >= 0) timeout = setTimeout(() => call(client, "_wake", false), ms);
+    },
+    // The client's writes of this JS task, gathered and written right after it.
+    soon() {
+      queueMicrotask(() => call(client, "_save"));
+    },
+    // `[key, value or null]` entries, in order; never throws.
+    write,
+    // A synchronous copy to localStorage (the page may be closing).
+    rescue(entries) {
+      if (shelf) shelf.rescue(entries);
+    },
+  };
 }

@@ -1,75 +1,63 @@
 //! The Rust side of `host.js`: every browser call the wasm layer makes
-//! through plain JavaScript (fetch, sendBeacon, the auto-capture DOM walk,
-//! IndexedDB, localStorage, Web Locks, the page context, timers), declared
-//! in one block so that the glue imports the snippet once. Each is a few
-//! lines of JS; through web-sys, gloo and futures glue they cost kilobytes
-//! of wasm (README, "Size"). What the calls mean and when to make them is
-//! decided by the modules that use them.
+//! through plain JavaScript, declared in one block so that the glue imports
+//! the snippet once. The IO that takes turns (opening storage, Web Locks,
+//! requests, timers, the page lifecycle) is sequenced there by one
+//! [`Driver`] per client, which reports each outcome to one of the client's
+//! hooks (`_attach`, `_adopt`, `_reply`, `_wake`, … in `mod.rs`): no Rust
+//! futures, whose runtime and state machines cost kilobytes of wasm
+//! (README, "Size"). What the calls mean and what to do next is decided in
+//! Rust.
 
-use js_sys::{Array, Function, Promise};
+use js_sys::{Array, Function};
 use wasm_bindgen::prelude::*;
+
+use super::Client;
 
 #[wasm_bindgen(module = "/src/browser/host.js")]
 extern "C" {
-    // transport.rs
-    /// Resolves with `[status, Retry-After]`, status 0 without an answer.
-    pub fn post(url: &str, body: &str, timeout_ms: u32, keepalive: bool) -> Promise;
+    /// The IO of one client (see `driver` in `host.js`).
+    pub type Driver;
+    /// `prefix`: `cuecast:v1:<scope>:`, the client's storage and lock namespace.
+    pub fn driver(prefix: &str, page: &str, identity_key: &str, capture: bool, debug: bool) -> Driver;
+    /// Installs the listeners and opens storage, then calls the hooks.
+    #[wasm_bindgen(method)]
+    pub fn start(this: &Driver, client: Client);
+    /// POSTs `body`; `_reply` gets the answer. `keepalive_bytes` > 0: a keepalive request.
+    #[wasm_bindgen(method)]
+    pub fn send(this: &Driver, batch_id: &str, url: &str, body: &str, timeout_ms: u32, keepalive_bytes: u32);
+    /// `_wake` in `ms` (replacing the previous one); negative cancels.
+    #[wasm_bindgen(method)]
+    pub fn wake(this: &Driver, ms: f64);
+    /// `_save` on the next microtask.
+    #[wasm_bindgen(method)]
+    pub fn soon(this: &Driver);
+    /// `[key, value or null]` entries, written in order.
+    #[wasm_bindgen(method)]
+    pub fn write(this: &Driver, entries: Array);
+    /// The entries, copied synchronously to `localStorage`.
+    #[wasm_bindgen(method)]
+    pub fn rescue(this: &Driver, entries: Array);
+
+    /// `[promise, settle(report JSON)]` for `flush()`.
+    pub fn deferred() -> Array;
     /// Whether `fetch` supports `keepalive` here (`Request.prototype.keepalive`).
     #[wasm_bindgen(js_name = keepaliveSupported)]
     pub fn keepalive_supported() -> bool;
     /// Queues `body` with `navigator.sendBeacon` as a `text/plain` Blob (no
     /// preflight, no headers); false when the browser refused it (over its quota).
     pub fn beacon(url: &str, body: &str) -> bool;
-
-    // capture.rs
-    /// Installs the delegated listeners; `found(event, properties)` per interaction.
-    pub fn capture(found: &Closure<dyn FnMut(String, JsValue)>);
-
-    // persist.rs
-    /// The JS side of a shelf: `kind`, `write`, `rescue`, `keys`, `values`.
-    pub type HostShelf;
-    /// Resolves with IndexedDB's or localStorage's shelf, or null.
-    #[wasm_bindgen(js_name = openShelf)]
-    pub fn open_shelf() -> Promise;
-    #[wasm_bindgen(method, getter)]
-    pub fn kind(this: &HostShelf) -> String;
-    /// `[key, value or null]` pairs; resolves when committed, rejects when not.
-    #[wasm_bindgen(method)]
-    pub fn write(this: &HostShelf, changes: Array) -> Promise;
-    #[wasm_bindgen(method)]
-    pub fn rescue(this: &HostShelf, entries: Array);
-    #[wasm_bindgen(method)]
-    pub fn keys(this: &HostShelf, low: &str) -> Promise;
-    #[wasm_bindgen(method)]
-    pub fn values(this: &HostShelf, low: &str) -> Promise;
-    #[wasm_bindgen(js_name = hasLocks)]
-    pub fn has_locks() -> bool;
-    #[wasm_bindgen(js_name = holdLock)]
-    pub fn hold_lock(name: &str) -> Promise;
-    #[wasm_bindgen(js_name = withLock)]
-    pub fn with_lock(name: &str, task: JsValue) -> Promise;
-    #[wasm_bindgen(js_name = whenFree)]
-    pub fn when_free(name: &str, free: JsValue);
-    #[wasm_bindgen(js_name = heldLocks)]
-    pub fn held_locks() -> Promise;
-
-    // convert.rs
     /// The JSON text of `value`, or `[path, why]` when it cannot be sent as
     /// the developer meant it (a function, a cycle, an unsafe integer…).
     pub fn encode(value: &JsValue, field: &str) -> JsValue;
-
-    // mod.rs
-    /// Calls `on(what, value)` on "hide", "freeze", "thaw", "online", and
-    /// "identity" (with the new value) when another tab stores `identity_key`.
-    pub fn lifecycle(identity_key: &str, on: &Closure<dyn FnMut(String, Option<String>)>);
-
-    // page.rs
     /// `[url, path, referrer, title]`.
     #[wasm_bindgen(js_name = pageContext)]
     pub fn page_context() -> Array;
     /// `[userAgent, locale, timezone, screen width, screen height]`.
     #[wasm_bindgen(js_name = staticContext)]
     pub fn static_context() -> Array;
-    /// Returns the function that cancels it.
-    pub fn timer(ms: u32, every: bool, tick: &Closure<dyn FnMut()>) -> Function;
+}
+
+/// Settles a `flush()` promise with the report's JSON.
+pub fn settle(settle: &Function, report: &str) {
+    let _ = settle.call1(&JsValue::NULL, &JsValue::from_str(report));
 }

@@ -1,27 +1,23 @@
 //! The browser layer: the wasm-bindgen exports around one pure [`Tracker`].
 //!
 //! Everything here is IO: reading options and arguments from JavaScript,
-//! the page context, `localStorage`, timers, `fetch` and DOM listeners (the
-//! calls themselves are JavaScript in `host.js`, see `host.rs`). The
-//! decisions (validation, batching, retries) are the pure modules'.
+//! the page context, `localStorage`, storage writes, requests and timers.
+//! The calls themselves are JavaScript in `host.js` (see `host.rs`), whose
+//! driver sequences the IO that takes turns and reports each outcome to one
+//! of the client's hooks (the `_`-named exports below): no Rust futures.
+//! The decisions (validation, batching, retries, what to adopt) are the
+//! pure modules'.
 
-mod capture;
 mod convert;
 mod host;
 mod page;
 mod persist;
-mod transport;
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
-use std::rc::{Rc, Weak};
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::rc::Rc;
 
-use js_sys::{Function, Promise, Reflect};
+use js_sys::{Array, Function, Promise, Reflect};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, spawn_local};
-use web_sys::Window;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -30,15 +26,11 @@ use crate::json::Json;
 use crate::outbox::{storage_scope, Answer, Change, Outgoing, Push};
 use crate::retry::parse_retry_after;
 use crate::tracker::{Env, Identity, Tracked, Tracker};
-use capture::{Captured, Listeners};
-use page::{log, BrowserEnv, StaticContext, Store, Timer};
-use persist::{Locks, Shelf};
+use host::Driver;
+use page::{log, BrowserEnv, StaticContext, Store};
 
 /// Where the identity (anonymous id, user, session, opt-out) is kept.
 const IDENTITY_KEY: &str = "cuecast:v1:identity";
-/// How often a page looks again for events left by pages that are gone: a
-/// backstop for the lock waits, which only cover the pages seen at the last look.
-const ADOPT_EVERY_MS: u32 = 10_000;
 /// How long one request may take before it counts as a network error.
 const REQUEST_TIMEOUT_MS: u32 = 10_000;
 /// Bytes of keepalive request bodies in flight at once: browsers allow 64 KB
@@ -54,54 +46,35 @@ pub struct Client {
 struct Inner {
     tracker: Tracker,
     env: BrowserEnv,
-    window: Window,
+    window: web_sys::Window,
     context: StaticContext,
     store: Store,
-    /// The pending wake-up and when it fires.
-    timer: Option<(i64, Timer)>,
-    /// A background send loop is running.
-    sending: bool,
-    /// Bumped on every answer; flushes wait on it while another loop's request is in flight.
-    answers: u64,
-    waiters: Vec<Waker>,
-    /// Auto-capture, on the first client that asked for it only.
-    capture: Option<Listeners>,
-    /// The page's lifecycle (`lifecycle` in `host.js`): sends what is queued
-    /// when the page is hidden or left, lets go of and takes back this
-    /// page's lock around the back/forward cache, resumes sending when back
-    /// online, and adopts opt-out, login and logout from other tabs.
-    _lifecycle: Option<Lifecycle>,
+    /// The IO of this client (`host.js`).
+    driver: Driver,
+    /// When the pending wake-up fires.
+    timer_at: Option<i64>,
+    /// `flush()` calls waiting: when each was made, and what settles it.
+    flushes: Vec<(i64, Function)>,
+    /// Auto-capture is this client's (the first client that asked for it).
+    capture: bool,
     /// Body bytes of keepalive requests in flight (see [`KEEPALIVE_BUDGET`]).
     keepalive_bytes: usize,
-    /// Where queued events are kept (memory until storage has opened).
-    shelf: Rc<Shelf>,
+    /// `cuecast:v1:<scope>:`: where this client's records are stored.
+    prefix: String,
     /// This page's id: the owner of the events it stores.
     page: String,
     /// Storage is open and events left by earlier pages are adopted: sending may start.
     ready: bool,
-    /// Web Locks, where the page has them (see `persist`).
-    locks: Option<Locks>,
-    /// Lets go of this page's lock (before entering the back/forward cache).
-    release: Option<Function>,
-    /// Other pages whose end we wait for, to adopt what they leave.
-    watched: Vec<String>,
-    /// Looks for left events every [`ADOPT_EVERY_MS`].
-    _adopt_timer: Option<Timer>,
     /// Storage writes gathered during this JS task, written together in one
     /// transaction right after it ([`Inner::save`]).
     unsaved: Vec<Change>,
     save_queued: bool,
-    /// This client, for the deferred write.
-    me: Weak<RefCell<Inner>>,
 }
 
 /// Talc instead of Rust's default dlmalloc: 2 KB gzip smaller here, and
 /// faster (README, "Size"). The SDK is single-threaded (no atomics).
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
-
-/// The lifecycle callback: what happened, and the new identity for "identity".
-type Lifecycle = Closure<dyn FnMut(String, Option<String>)>;
 
 thread_local! {
     /// Every started client lives as long as the page: a page that calls
@@ -151,242 +124,36 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
     let mut env = BrowserEnv::new(&window);
     let store = Store::open(&window);
     let stored = store.load(IDENTITY_KEY).and_then(|v| Identity::from_json(&v));
-    let scope = storage_scope(&config.write_key, &config.endpoint);
-    let page_id = env.uuid_v7();
+    let prefix = format!("cuecast:v1:{}:", storage_scope(&config.write_key, &config.endpoint));
+    let page = env.uuid_v7();
     let tracker = Tracker::new(config, stored, &mut env);
     let debug = tracker.config.debug;
-    let auto_capture =
-        tracker.config.auto_capture && !CLIENTS.with_borrow(|c| c.iter().any(|c| c.borrow().capture.is_some()));
+    let capture = tracker.config.auto_capture && !CLIENTS.with_borrow(|c| c.iter().any(|c| c.borrow().capture));
     log(debug, || {
-        format!(
-            "ready: sending to {} (auto-capture {})",
-            tracker.config.endpoint,
-            if auto_capture { "on" } else { "off" }
-        )
+        format!("ready: sending to {} (auto-capture {})", tracker.config.endpoint, if capture { "on" } else { "off" })
     });
+    let driver = host::driver(&prefix, &page, IDENTITY_KEY, capture, debug);
     let inner = Rc::new(RefCell::new(Inner {
         context: StaticContext::read(),
         tracker,
         env,
-        window: window.clone(),
+        window,
         store,
-        timer: None,
-        sending: false,
-        answers: 0,
-        waiters: Vec::new(),
-        capture: None,
-        _lifecycle: None,
+        driver,
+        timer_at: None,
+        flushes: Vec::new(),
+        capture,
         keepalive_bytes: 0,
-        shelf: Rc::new(Shelf::memory(&scope)),
-        page: page_id,
+        prefix,
+        page,
         ready: false,
-        locks: Locks::get(),
-        release: None,
-        watched: Vec::new(),
-        _adopt_timer: None,
         unsaved: Vec::new(),
         save_queued: false,
-        me: Weak::new(),
     }));
-    inner.borrow_mut().me = Rc::downgrade(&inner);
     inner.borrow_mut().persist_identity();
-    let weak = Rc::downgrade(&inner);
-    let lifecycle = Closure::new(move |what: String, value: Option<String>| match what.as_str() {
-        "hide" => on_hide(&weak),
-        "freeze" => on_freeze(&weak),
-        "thaw" => {
-            if let Some(rc) = weak.upgrade() {
-                spawn_local(on_thaw(rc));
-            }
-        }
-        "online" => on_online(&weak),
-        "identity" => on_identity(&weak, value.unwrap_or_default()),
-        _ => {}
-    });
-    host::lifecycle(IDENTITY_KEY, &lifecycle);
-    inner.borrow_mut()._lifecycle = Some(lifecycle);
-    if auto_capture {
-        let weak = Rc::downgrade(&inner);
-        let listeners = Listeners::install(move |c| on_captured(&weak, c));
-        inner.borrow_mut().capture = Some(listeners);
-    }
     CLIENTS.with_borrow_mut(|clients| clients.push(inner.clone()));
-    spawn_local(open_storage(inner.clone(), scope));
+    inner.borrow().driver.start(Client { inner: inner.clone() });
     Ok(Client { inner })
-}
-
-/// Opens storage, takes this page's lock, adopts what pages that are gone
-/// left behind, then starts sending (oldest first).
-async fn open_storage(rc: Rc<RefCell<Inner>>, scope: String) {
-    let shelf = Shelf::open(&scope).await;
-    let shared = shelf.shared();
-    {
-        let mut inner = rc.borrow_mut();
-        log(inner.tracker.config.debug, || format!("events are stored in {}", shelf.kind()));
-        inner.shelf = Rc::new(shelf);
-        if shared {
-            let page = inner.page.clone();
-            inner.tracker.outbox.persist_as(page);
-            inner.save();
-        }
-    }
-    if shared {
-        hold_page_lock(&rc).await;
-        adopt_orphans(&rc).await;
-        let weak = Rc::downgrade(&rc);
-        let timer = Timer::every(ADOPT_EVERY_MS, move || {
-            let Some(rc) = weak.upgrade() else { return };
-            if rc.borrow().ready {
-                spawn_local(async move {
-                    adopt_orphans(&rc).await;
-                    start_sending(rc);
-                });
-            }
-        });
-        rc.borrow_mut()._adopt_timer = Some(timer);
-    }
-    become_ready(rc);
-}
-
-/// Sending may start (or resume): wakes a flush() that waited for it.
-fn become_ready(rc: Rc<RefCell<Inner>>) {
-    let mut inner = rc.borrow_mut();
-    inner.ready = true;
-    inner.answered();
-    drop(inner);
-    start_sending(rc);
-}
-
-fn page_lock(scope_prefix: &str, page: &str) -> String {
-    format!("{scope_prefix}page:{page}")
-}
-
-async fn hold_page_lock(rc: &Rc<RefCell<Inner>>) {
-    let (locks, name) = {
-        let inner = rc.borrow();
-        (inner.locks.clone(), page_lock(inner.shelf.prefix(), &inner.page))
-    };
-    if let Some(locks) = locks {
-        let release = locks.hold(&name).await;
-        rc.borrow_mut().release = release;
-    }
-}
-
-/// Takes over the stored events of pages that are gone (see `persist`).
-async fn adopt_orphans(rc: &Rc<RefCell<Inner>>) {
-    let (locks, prefix) = {
-        let inner = rc.borrow();
-        (inner.locks.clone(), inner.shelf.prefix().to_string())
-    };
-    match locks {
-        // Under one lock for the origin: two pages never adopt the same record.
-        Some(locks) => {
-            let adopting = adopt_under_lock(rc.clone(), Some(locks.clone()));
-            locks.with(&format!("{prefix}adopt"), adopting).await;
-        }
-        None => adopt_under_lock(rc.clone(), None).await,
-    }
-}
-
-async fn adopt_under_lock(rc: Rc<RefCell<Inner>>, locks: Option<Locks>) {
-    let (shelf, me) = {
-        let inner = rc.borrow();
-        (inner.shelf.clone(), inner.page.clone())
-    };
-    let held = match &locks {
-        Some(locks) => locks.held().await,
-        None => Vec::new(),
-    };
-    let mut records = Vec::new();
-    for owner in shelf.owners().await {
-        if owner == me {
-            continue;
-        }
-        if let (Some(locks), true) = (&locks, held.contains(&page_lock(shelf.prefix(), &owner))) {
-            watch(&rc, locks, owner);
-            continue;
-        }
-        records.extend(shelf.records_of(&owner).await);
-    }
-    if records.is_empty() {
-        return;
-    }
-    let written = {
-        let mut inner = rc.borrow_mut();
-        let adopted = inner.tracker.outbox.adopt(records);
-        let debug = inner.tracker.config.debug;
-        log(debug, || format!("took over {adopted} stored event(s) left by earlier or closed pages"));
-        let changes = inner.take_unsaved();
-        inner.shelf.write(changes)
-    };
-    // Rewritten as ours before the adoption lock is let go.
-    if let Some(written) = written {
-        let _ = written.await;
-    }
-}
-
-/// Adopts what page `owner` leaves once it is gone (closed, crashed, frozen).
-fn watch(rc: &Rc<RefCell<Inner>>, locks: &Locks, owner: String) {
-    let mut inner = rc.borrow_mut();
-    if inner.watched.contains(&owner) {
-        return;
-    }
-    inner.watched.push(owner.clone());
-    let name = page_lock(inner.shelf.prefix(), &owner);
-    let weak = Rc::downgrade(rc);
-    locks.when_free(&name, move || {
-        let Some(rc) = weak.upgrade() else { return };
-        rc.borrow_mut().watched.retain(|w| *w != owner);
-        spawn_local(async move {
-            adopt_orphans(&rc).await;
-            start_sending(rc);
-        });
-    });
-}
-
-/// Entering the back/forward cache: let go of this page's lock (a held lock
-/// keeps a page out of the cache); other pages may adopt its events meanwhile.
-fn on_freeze(weak: &Weak<RefCell<Inner>>) {
-    let Some(rc) = weak.upgrade() else { return };
-    // Nothing is sent until the page is back and knows which events are still its own.
-    rc.borrow_mut().ready = false;
-    let release = rc.borrow_mut().release.take();
-    if let Some(release) = release {
-        let _ = release.call0(&JsValue::UNDEFINED);
-    }
-}
-
-/// Back from the back/forward cache: take the lock again and let go of the
-/// events another page took over while this one was frozen.
-async fn on_thaw(rc: Rc<RefCell<Inner>>) {
-    let shared = rc.borrow().locks.is_some() && rc.borrow().shelf.shared();
-    if shared {
-        hold_page_lock(&rc).await;
-        let (shelf, me) = {
-            let inner = rc.borrow();
-            (inner.shelf.clone(), inner.page.clone())
-        };
-        let ours: Vec<String> = shelf.records_of(&me).await.into_iter().map(|r| r.id).collect();
-        rc.borrow_mut().tracker.outbox.keep_only(&ours);
-        adopt_orphans(&rc).await;
-    }
-    become_ready(rc);
-}
-
-/// Another tab stored a new identity (opt-out, login, logout): adopt it.
-fn on_identity(weak: &Weak<RefCell<Inner>>, raw: String) {
-    let stored = Json::parse(&raw).and_then(|v| Identity::from_json(&v));
-    let (Some(stored), Some(rc)) = (stored, weak.upgrade()) else { return };
-    // Adopted once the current JS task is done: the event may arrive while
-    // this tab is inside one of our calls (its state borrowed), and dropping
-    // it would lose another tab's opt-out or opt-in for good.
-    spawn_local(async move {
-        let mut inner = rc.borrow_mut();
-        log(inner.tracker.config.debug, || "identity changed in another tab: merged".into());
-        inner.tracker.adopt(stored);
-        // Ours held a later change than that tab's (stale) copy: write it back.
-        inner.persist_identity();
-    });
 }
 
 #[wasm_bindgen]
@@ -462,22 +229,12 @@ impl Client {
     /// Sends everything queued now. Resolves with `{sent, failed, pending, dropped}`
     /// counted since the previous `flush()`.
     pub fn flush(&self) -> Promise {
-        let inner = self.inner.clone();
-        future_to_promise(async move {
-            let since = inner.borrow().env.now_ms();
-            send_loop(inner.clone(), Some(since)).await;
-            let mut state = inner.borrow_mut();
-            let report = state.tracker.outbox.take_report();
-            log(state.tracker.config.debug, || {
-                format!(
-                    "flush: sent {}, failed {}, pending {}, dropped {}",
-                    report.sent, report.failed, report.pending, report.dropped
-                )
-            });
-            // Through JSON: a few bytes of writer, where building the
-            // object through Reflect costs glue for every field.
-            js_sys::JSON::parse(&report.to_json())
-        })
+        let pair = host::deferred();
+        let mut inner = self.inner.borrow_mut();
+        let since = inner.env.now_ms();
+        inner.flushes.push((since, pair.get(1).unchecked_into()));
+        inner.pump();
+        pair.get(0).unchecked_into()
     }
 }
 
@@ -529,274 +286,319 @@ impl Client {
         method: &str,
         call: impl FnOnce(&mut Tracker, crate::wire::Context, &mut BrowserEnv) -> Result<Tracked, Error>,
     ) -> Result<Option<String>, JsValue> {
-        let tracked = {
-            let mut inner = self.inner.borrow_mut();
-            let Inner { tracker, env, context, .. } = &mut *inner;
-            let tracked = call(tracker, context.context(), env).map_err(|e| js_error(method, &e))?;
-            inner.persist_identity();
-            inner.save();
-            tracked
-        };
-        Ok(after_track(&self.inner, tracked))
+        let mut inner = self.inner.borrow_mut();
+        let Inner { tracker, env, context, .. } = &mut *inner;
+        let tracked = call(tracker, context.context(), env).map_err(|e| js_error(method, &e))?;
+        Ok(inner.after_track(tracked))
     }
 }
 
-/// Schedules sending after an event was queued; returns its id.
-fn after_track(rc: &Rc<RefCell<Inner>>, tracked: Tracked) -> Option<String> {
-    let Tracked::Queued { id, push, dropped } = tracked else {
-        log(rc.borrow().tracker.config.debug, || "opted out: event not tracked".into());
-        return None;
-    };
-    let inner = rc.borrow();
-    let debug = inner.tracker.config.debug;
-    log(debug, || format!("queued {id} ({} waiting)", inner.tracker.outbox.pending()));
-    if dropped > 0 {
-        log(debug, || format!("the queue is full: dropped the {dropped} oldest waiting event(s)"));
+/// The driver's hooks (`host.js`): each reports one outcome of the IO and
+/// returns false, without doing anything, when the client is inside another
+/// call (the driver then calls again on the next microtask).
+#[wasm_bindgen]
+impl Client {
+    fn with(&self, f: impl FnOnce(&mut Inner)) -> bool {
+        let Ok(mut inner) = self.inner.try_borrow_mut() else { return false };
+        f(&mut inner);
+        true
     }
-    match push {
-        Push::SendNow if !inner.tracker.outbox.in_flight() => {
-            drop(inner);
-            start_sending(rc.clone());
-        }
-        Push::SendNow => {}
-        // The outbox knows the earliest due time (a retry may come before
-        // this event's flush interval ends).
-        Push::SendAt(_) => {
-            drop(inner);
-            reschedule(rc);
-        }
-    }
-    Some(id)
-}
 
-fn on_captured(weak: &Weak<RefCell<Inner>>, captured: Captured) {
-    let Some(rc) = weak.upgrade() else { return };
-    let Ok(mut inner) = rc.try_borrow_mut() else { return };
-    let Inner { tracker, env, context, .. } = &mut *inner;
-    match tracker.track_built_in(captured.event, captured.properties, context.context(), env) {
-        Ok(tracked) => {
-            inner.persist_identity();
-            inner.save();
-            drop(inner);
-            after_track(&rc, tracked);
-        }
-        // Auto-capture must never throw into the page; a misconfigured
-        // element is worth a warning even without debug.
-        Err(e) => web_sys::console::warn_1(&format!("[cuecast] auto-capture skipped {}: {e}", captured.event).into()),
-    }
-}
-
-/// Sends batches until nothing is due. `flush_since` marks an explicit flush,
-/// which also waits for a request another loop has in flight.
-async fn send_loop(rc: Rc<RefCell<Inner>>, flush_since: Option<i64>) {
-    loop {
-        // Offline, every send would fail at once and burn a retry: wait for
-        // the `online` event instead (it restarts this loop).
-        if !rc.borrow().online() {
-            break;
-        }
-        let next = {
-            let mut inner = rc.borrow_mut();
-            let Inner { tracker, env, ready, .. } = &mut *inner;
-            let now = env.now_ms();
-            // Events left by earlier pages go first: wait until they are adopted.
-            let out = if *ready { tracker.outbox.next_send(now, flush_since, &mut || env.uuid_v7()) } else { None };
-            let next = out.map(|o| (o, tracker.config.endpoint.clone(), tracker.config.debug));
-            inner.save();
-            next
-        };
-        let Some((out, endpoint, debug)) = next else {
-            let waiting = {
-                let inner = rc.borrow();
-                flush_since.is_some() && (inner.tracker.outbox.in_flight() || !inner.ready)
-            };
-            if waiting {
-                let seen = rc.borrow().answers;
-                NextAnswer { rc: rc.clone(), seen }.await;
-                continue;
+    /// Storage opened: `kind` names it, `None` is memory only. From now on
+    /// the outbox's changes are written, as this page's.
+    #[wasm_bindgen(js_name = _attach)]
+    pub fn attach(&self, kind: Option<String>) -> bool {
+        self.with(|inner| {
+            log(inner.tracker.config.debug, || {
+                format!("events are stored in {}", kind.as_deref().unwrap_or("memory only"))
+            });
+            if kind.is_some() {
+                let page = inner.page.clone();
+                inner.tracker.outbox.persist_as(page);
+                inner.save();
             }
-            break;
-        };
-        log(debug, || format!("sending batch {} ({} events, attempt {})", out.batch_id, out.events, out.attempt));
-        post_and_record(&rc, out, endpoint).await;
+        })
     }
-    if flush_since.is_none() {
-        rc.borrow_mut().sending = false;
-    }
-    reschedule(&rc);
-}
 
-/// Sends one batch, as a keepalive request when it fits in the budget (so
-/// that it survives the page being closed meanwhile), and records the answer.
-async fn post_and_record(rc: &Rc<RefCell<Inner>>, out: Outgoing, endpoint: String) {
-    let size = out.body.len();
-    let keepalive = {
-        let mut inner = rc.borrow_mut();
-        let fits = inner.keepalive_bytes + size <= KEEPALIVE_BUDGET;
-        if fits {
-            inner.keepalive_bytes += size;
-        }
-        fits
-    };
-    let reply = transport::post(&endpoint, &out.body, REQUEST_TIMEOUT_MS, keepalive).await;
-    if keepalive {
-        rc.borrow_mut().keepalive_bytes -= size;
-    }
-    on_reply(rc, &out, reply);
-}
-
-/// The page is hidden or being left: send everything queued at once, as
-/// keepalive requests within the budget. What does not fit waits.
-fn on_hide(weak: &Weak<RefCell<Inner>>) {
-    let Some(rc) = weak.upgrade() else { return };
-    let Ok(mut inner) = rc.try_borrow_mut() else { return };
-    if !inner.online() {
-        inner.save_and_copy();
-        return;
-    }
-    let budget = KEEPALIVE_BUDGET.saturating_sub(inner.keepalive_bytes);
-    let Inner { tracker, env, .. } = &mut *inner;
-    let now = env.now_ms();
-    let batches = tracker.outbox.drain_for_hide(now, budget, &mut || env.uuid_v7());
-    let (endpoint, debug) = (tracker.config.endpoint.clone(), tracker.config.debug);
-    // Stored as in flight first: the next page waits out the lease instead of
-    // racing these. The synchronous copy covers IndexedDB writes the closing
-    // page may not live to commit.
-    inner.save_and_copy();
-    let bytes: usize = batches.iter().map(|b| b.body.len()).sum();
-    if !transport::keepalive_supported() {
-        // No keepalive fetch (older Firefox): sendBeacon survives the page
-        // too, but its answer is never seen, so each batch stays stored as in
-        // flight and is sent again after the lease (the relay drops the
-        // duplicates by event id) unless this page lives to resend it sooner.
-        let queued = batches.iter().filter(|b| transport::beacon(&endpoint, &b.body)).count();
-        log(debug, || {
-            format!("page hidden: {queued} of {} batch(es), {bytes} bytes, queued with sendBeacon", batches.len())
+    /// Takes over the records `texts` that pages that are gone left;
+    /// returns the entries to write (them rewritten as ours) before the
+    /// adoption lock is let go, or false when busy.
+    #[wasm_bindgen(js_name = _adopt)]
+    pub fn adopt(&self, texts: Array) -> JsValue {
+        let mut entries = JsValue::FALSE;
+        self.with(|inner| {
+            let records = persist::records(&texts, |r| r.owner != inner.page);
+            let adopted = inner.tracker.outbox.adopt(records);
+            log(inner.tracker.config.debug, || {
+                format!("took over {adopted} stored event(s) left by earlier or closed pages")
+            });
+            let changes = inner.take_unsaved();
+            entries = persist::entries(&inner.prefix, changes).into();
         });
-        return;
+        entries
     }
-    log(debug, || format!("page hidden: sending {} batch(es), {bytes} bytes, as keepalive requests", batches.len()));
-    drop(inner);
-    for out in batches {
-        let (rc, endpoint) = (rc.clone(), endpoint.clone());
-        spawn_local(async move {
-            post_and_record(&rc, out, endpoint).await;
-            reschedule(&rc);
-        });
+
+    /// Back from the back/forward cache with this page's stored records
+    /// `texts`: lets go of the events another page took over meanwhile.
+    #[wasm_bindgen(js_name = _keepOnly)]
+    pub fn keep_only(&self, texts: Array) -> bool {
+        self.with(|inner| {
+            let ours: Vec<String> =
+                persist::records(&texts, |r| r.owner == inner.page).into_iter().map(|r| r.id).collect();
+            inner.tracker.outbox.keep_only(&ours);
+        })
     }
-}
 
-fn on_reply(rc: &Rc<RefCell<Inner>>, out: &Outgoing, reply: transport::Reply) {
-    let mut inner = rc.borrow_mut();
-    let Inner { tracker, env, window, .. } = &mut *inner;
-    let now = env.now_ms();
-    if reply.status.is_none() && !window_online(window) && tracker.outbox.on_offline(&out.batch_id) {
-        log(tracker.config.debug, || format!("offline: batch {} waits for the network (no retry spent)", out.batch_id));
-        inner.save();
-        inner.answered();
-        return;
+    /// Events left by earlier pages are adopted: sending may start (or resume).
+    #[wasm_bindgen(js_name = _ready)]
+    pub fn ready(&self) -> bool {
+        self.with(|inner| {
+            inner.ready = true;
+            inner.pump();
+        })
     }
-    let retry_after = reply.retry_after.as_deref().and_then(|v| parse_retry_after(v, now));
-    let unit = env.unit();
-    let answer = tracker.outbox.on_answer(&out.batch_id, reply.status, retry_after, now, unit, &mut || env.uuid_v7());
-    let debug = tracker.config.debug;
-    let status = || reply.status.map_or("network error".to_string(), |s| s.to_string());
-    match answer {
-        Answer::Delivered { events } => log(debug, || format!("delivered batch {} ({events} events)", out.batch_id)),
-        Answer::RetryAt { at, attempt } => {
-            log(debug, || format!("batch {} got {}; retry {} in {} ms", out.batch_id, status(), attempt + 1, at - now))
-        }
-        Answer::Split => log(debug, || format!("batch {} too large (413): split in halves", out.batch_id)),
-        Answer::Failed { events, why } => {
-            log(debug, || format!("dropped batch {} ({events} events): {why}", out.batch_id))
-        }
-        Answer::Dropped { events } => {
-            log(debug, || format!("dropped batch {} ({events} events): opted out", out.batch_id))
-        }
-        Answer::Unknown => {}
+
+    /// Into the back/forward cache: nothing is sent until the page is back
+    /// and knows which events are still its own.
+    #[wasm_bindgen(js_name = _freeze)]
+    pub fn freeze(&self) -> bool {
+        self.with(|inner| inner.ready = false)
     }
-    inner.save();
-    inner.answered();
-}
 
-/// Writes the gathered changes on the next turn of the microtask queue. If
-/// the client happens to be borrowed then, it tries again on the next one:
-/// giving up would leave `save_queued` set and stop every later write.
-fn save_soon(me: Weak<RefCell<Inner>>) {
-    spawn_local(async move {
-        let Some(rc) = me.upgrade() else { return };
-        let saved = rc.try_borrow_mut().map(|mut inner| inner.save_now()).is_ok();
-        if !saved {
-            save_soon(me);
-        }
-    });
-}
-
-/// Makes sure a wake-up is set for the outbox's next due time.
-fn reschedule(rc: &Rc<RefCell<Inner>>) {
-    let wake = if rc.borrow().online() { rc.borrow().tracker.outbox.next_wakeup() } else { None };
-    match wake {
-        Some(at) => schedule(rc, at),
-        None => rc.borrow_mut().timer = None,
+    /// Time to look at the outbox again: the wake-up timer, events adopted,
+    /// or back `online`.
+    #[wasm_bindgen(js_name = _wake)]
+    pub fn wake(&self, online: bool) -> bool {
+        self.with(|inner| {
+            if online {
+                log(inner.tracker.config.debug, || "online again: sending what waited".into());
+            } else {
+                inner.timer_at = None;
+            }
+            inner.pump();
+        })
     }
-}
 
-fn schedule(rc: &Rc<RefCell<Inner>>, at: i64) {
-    let mut inner = rc.borrow_mut();
-    if inner.timer.as_ref().is_some_and(|(t, _)| *t == at) {
-        return;
+    /// The answer to batch `batch_id`: `status` 0 when there was none
+    /// (network error, CORS refusal, timeout).
+    #[wasm_bindgen(js_name = _reply)]
+    pub fn reply(
+        &self,
+        batch_id: String,
+        status: u16,
+        retry_after: Option<String>,
+        keepalive_bytes: u32,
+        online: bool,
+    ) -> bool {
+        self.with(|inner| {
+            inner.keepalive_bytes = inner.keepalive_bytes.saturating_sub(keepalive_bytes as usize);
+            inner.on_reply(&batch_id, Some(status).filter(|s| *s != 0), retry_after, online);
+            inner.pump();
+        })
     }
-    let delay = (at.saturating_sub(inner.env.now_ms())).clamp(0, i64::from(i32::MAX)) as u32;
-    let weak = Rc::downgrade(rc);
-    let timeout = Timer::once(delay, move || {
-        let Some(rc) = weak.upgrade() else { return };
-        rc.borrow_mut().timer = None;
-        start_sending(rc);
-    });
-    inner.timer = Some((at, timeout));
-}
 
-/// Resolves when the next answer (from any send loop) has been recorded.
-struct NextAnswer {
-    rc: Rc<RefCell<Inner>>,
-    seen: u64,
-}
-
-impl Future for NextAnswer {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        let mut inner = self.rc.borrow_mut();
-        if inner.answers != self.seen {
-            return Poll::Ready(());
-        }
-        inner.waiters.push(cx.waker().clone());
-        Poll::Pending
+    /// The page is hidden or being left: send everything queued at once, as
+    /// keepalive requests within the budget. What does not fit waits.
+    #[wasm_bindgen(js_name = _hide)]
+    pub fn hide(&self) -> bool {
+        self.with(Inner::on_hide)
     }
-}
 
-fn window_online(window: &Window) -> bool {
-    window.navigator().on_line()
-}
-
-/// Back online: send what waited.
-fn on_online(weak: &Weak<RefCell<Inner>>) {
-    let Some(rc) = weak.upgrade() else { return };
-    log(rc.borrow().tracker.config.debug, || "online again: sending what waited".into());
-    start_sending(rc);
-}
-
-/// Starts the background send loop unless one is running already.
-fn start_sending(rc: Rc<RefCell<Inner>>) {
-    let mut inner = rc.borrow_mut();
-    if inner.sending {
-        return;
+    /// Another tab stored a new identity (opt-out, login, logout): adopt it.
+    #[wasm_bindgen(js_name = _identity)]
+    pub fn identity(&self, raw: String) -> bool {
+        let Some(stored) = Json::parse(&raw).and_then(|v| Identity::from_json(&v)) else { return true };
+        self.with(|inner| {
+            log(inner.tracker.config.debug, || "identity changed in another tab: merged".into());
+            inner.tracker.adopt(stored);
+            // Ours held a later change than that tab's (stale) copy: write it back.
+            inner.persist_identity();
+        })
     }
-    inner.sending = true;
-    drop(inner);
-    spawn_local(send_loop(rc, None));
+
+    /// Auto-capture found an interaction (`host.js`, `capture`): through
+    /// the typed helpers' validation. Never throws into the page.
+    #[wasm_bindgen(js_name = _captured)]
+    pub fn captured(&self, event: String, properties: JsValue) -> bool {
+        let kinds = [events::SHOUTOUT_CLICKED, events::ONBOARDING_TASK_COMPLETED, events::SURVEY_SUBMITTED];
+        let Some(event) = kinds.into_iter().find(|kind| *kind == event) else { return true };
+        // Built from strings and numbers only: conversion cannot fail.
+        let Ok(properties) = convert::to_json(&properties, "") else { return true };
+        self.with(|inner| {
+            let Inner { tracker, env, context, .. } = inner;
+            match tracker.track_built_in(event, properties, context.context(), env) {
+                Ok(tracked) => drop(inner.after_track(tracked)),
+                // A misconfigured element is worth a warning even without debug.
+                Err(e) => web_sys::console::warn_1(&format!("[cuecast] auto-capture skipped {event}: {e}").into()),
+            }
+        })
+    }
+
+    /// The writes gathered during the last JS task.
+    #[wasm_bindgen(js_name = _save)]
+    pub fn save_gathered(&self) -> bool {
+        self.with(Inner::save_now)
+    }
 }
 
 impl Inner {
+    /// After an event was queued (or not): writes what changed, schedules
+    /// sending, and returns the event's id.
+    fn after_track(&mut self, tracked: Tracked) -> Option<String> {
+        self.persist_identity();
+        self.save();
+        let debug = self.tracker.config.debug;
+        let Tracked::Queued { id, push, dropped } = tracked else {
+            log(debug, || "opted out: event not tracked".into());
+            return None;
+        };
+        log(debug, || format!("queued {id} ({} waiting)", self.tracker.outbox.pending()));
+        if dropped > 0 {
+            log(debug, || format!("the queue is full: dropped the {dropped} oldest waiting event(s)"));
+        }
+        match push {
+            Push::SendNow => self.pump(),
+            // The outbox knows the earliest due time (a retry may come before
+            // this event's flush interval ends).
+            Push::SendAt(_) => self.reschedule(),
+        }
+        Some(id)
+    }
+
+    /// Sends the next due batch, if any (one is in flight at a time: its
+    /// answer pumps again), settles the `flush()` calls once nothing more is
+    /// to be sent, and sets the wake-up for the next due time.
+    fn pump(&mut self) {
+        let online = self.online();
+        // The latest flush decides what "tried in this flush" means.
+        let since = self.flushes.iter().map(|f| f.0).max();
+        let Inner { tracker, env, ready, .. } = self;
+        let now = env.now_ms();
+        // Events left by earlier pages go first: nothing is sent before they are adopted.
+        let out = if online && *ready { tracker.outbox.next_send(now, since, &mut || env.uuid_v7()) } else { None };
+        self.save();
+        if let Some(out) = out {
+            log(self.tracker.config.debug, || {
+                format!("sending batch {} ({} events, attempt {})", out.batch_id, out.events, out.attempt)
+            });
+            return self.send(out);
+        }
+        // A flush waits for the answer in flight, and for the adoption,
+        // unless the page is offline (every send would fail at once: the
+        // `online` event resumes sending).
+        let waiting = online && (self.tracker.outbox.in_flight() || !self.ready);
+        if !self.flushes.is_empty() && !waiting {
+            self.settle_flushes();
+        }
+        self.reschedule();
+    }
+
+    fn settle_flushes(&mut self) {
+        let report = self.tracker.outbox.take_report();
+        log(self.tracker.config.debug, || {
+            format!(
+                "flush: sent {}, failed {}, pending {}, dropped {}",
+                report.sent, report.failed, report.pending, report.dropped
+            )
+        });
+        let json = report.to_json();
+        for (_, settle) in self.flushes.drain(..) {
+            host::settle(&settle, &json);
+        }
+    }
+
+    /// Sends one batch, as a keepalive request when it fits in the budget (so
+    /// that it survives the page being closed meanwhile).
+    fn send(&mut self, out: Outgoing) {
+        let size = out.body.len();
+        let keepalive = self.keepalive_bytes + size <= KEEPALIVE_BUDGET;
+        if keepalive {
+            self.keepalive_bytes += size;
+        }
+        let endpoint = &self.tracker.config.endpoint;
+        self.driver.send(
+            &out.batch_id,
+            endpoint,
+            &out.body,
+            REQUEST_TIMEOUT_MS,
+            if keepalive { size as u32 } else { 0 },
+        );
+    }
+
+    fn on_hide(&mut self) {
+        if !self.online() {
+            return self.save_and_copy();
+        }
+        let budget = KEEPALIVE_BUDGET.saturating_sub(self.keepalive_bytes);
+        let Inner { tracker, env, .. } = self;
+        let now = env.now_ms();
+        let batches = tracker.outbox.drain_for_hide(now, budget, &mut || env.uuid_v7());
+        let debug = tracker.config.debug;
+        // Stored as in flight first: the next page waits out the lease instead of
+        // racing these. The synchronous copy covers IndexedDB writes the closing
+        // page may not live to commit.
+        self.save_and_copy();
+        let bytes: usize = batches.iter().map(|b| b.body.len()).sum();
+        if !host::keepalive_supported() {
+            // No keepalive fetch (older Firefox): sendBeacon survives the page
+            // too, but its answer is never seen, so each batch stays stored as in
+            // flight and is sent again after the lease (the relay drops the
+            // duplicates by event id) unless this page lives to resend it sooner.
+            let endpoint = &self.tracker.config.endpoint;
+            let queued = batches.iter().filter(|b| host::beacon(endpoint, &b.body)).count();
+            log(debug, || {
+                format!("page hidden: {queued} of {} batch(es), {bytes} bytes, queued with sendBeacon", batches.len())
+            });
+            return;
+        }
+        log(debug, || {
+            format!("page hidden: sending {} batch(es), {bytes} bytes, as keepalive requests", batches.len())
+        });
+        for out in batches {
+            self.send(out);
+        }
+    }
+
+    fn on_reply(&mut self, batch_id: &str, status: Option<u16>, retry_after: Option<String>, online: bool) {
+        let Inner { tracker, env, .. } = self;
+        let now = env.now_ms();
+        let debug = tracker.config.debug;
+        if status.is_none() && !online && tracker.outbox.on_offline(batch_id) {
+            log(debug, || format!("offline: batch {batch_id} waits for the network (no retry spent)"));
+            return self.save();
+        }
+        let retry_after = retry_after.as_deref().and_then(|v| parse_retry_after(v, now));
+        let unit = env.unit();
+        let answer = tracker.outbox.on_answer(batch_id, status, retry_after, now, unit, &mut || env.uuid_v7());
+        let status = || status.map_or("network error".to_string(), |s| s.to_string());
+        match answer {
+            Answer::Delivered { events } => log(debug, || format!("delivered batch {batch_id} ({events} events)")),
+            Answer::RetryAt { at, attempt } => {
+                log(debug, || format!("batch {batch_id} got {}; retry {} in {} ms", status(), attempt + 1, at - now))
+            }
+            Answer::Split => log(debug, || format!("batch {batch_id} too large (413): split in halves")),
+            Answer::Failed { events, why } => {
+                log(debug, || format!("dropped batch {batch_id} ({events} events): {why}"))
+            }
+            Answer::Dropped { events } => {
+                log(debug, || format!("dropped batch {batch_id} ({events} events): opted out"))
+            }
+            Answer::Unknown => {}
+        }
+        self.save();
+    }
+
+    /// Makes sure a wake-up is set for the outbox's next due time.
+    fn reschedule(&mut self) {
+        let wake = if self.online() { self.tracker.outbox.next_wakeup() } else { None };
+        if wake == self.timer_at {
+            return;
+        }
+        self.timer_at = wake;
+        let delay = wake.map_or(-1, |at| at.saturating_sub(self.env.now_ms()).clamp(0, i64::from(i32::MAX)));
+        self.driver.wake(delay as f64);
+    }
+
     /// Gathers the outbox's changes and writes them right after the current
     /// JS task, in one transaction with the rest of the task's (a burst of
     /// `track()` calls costs one IndexedDB transaction, not one each). A page
@@ -807,7 +609,7 @@ impl Inner {
             return;
         }
         self.save_queued = true;
-        save_soon(self.me.clone());
+        self.driver.soon();
     }
 
     /// The page may be closing: writes what is gathered now and copies every
@@ -815,7 +617,7 @@ impl Inner {
     fn save_and_copy(&mut self) {
         self.save_now();
         let records = self.tracker.outbox.snapshot();
-        self.shelf.rescue(records);
+        self.driver.rescue(persist::entries(&self.prefix, records.into_iter().map(Change::Put)));
     }
 
     /// Every change not yet written, oldest first.
@@ -827,31 +629,16 @@ impl Inner {
     }
 
     /// Writes what is gathered now. A failure (quota, storage gone) leaves
-    /// the events in memory and, with `debug`, says so.
+    /// the events in memory and, with `debug`, says so (`host.js`).
     fn save_now(&mut self) {
         let changes = self.take_unsaved();
-        let Some(written) = self.shelf.write(changes) else { return };
-        if self.tracker.config.debug {
-            spawn_local(async move {
-                if written.await.is_err() {
-                    log(true, || {
-                        "could not store queued events (quota or storage error); they are kept in memory".into()
-                    });
-                }
-            });
-        }
-    }
-
-    /// Records that an answer arrived and wakes the flushes waiting for one.
-    fn answered(&mut self) {
-        self.answers += 1;
-        for waker in self.waiters.drain(..) {
-            waker.wake();
+        if !changes.is_empty() {
+            self.driver.write(persist::entries(&self.prefix, changes));
         }
     }
 
     fn online(&self) -> bool {
-        window_online(&self.window)
+        self.window.navigator().on_line()
     }
 
     fn persist_identity(&mut self) {

@@ -90,40 +90,6 @@ impl StaticContext {
     }
 }
 
-/// A timeout or interval that is cancelled when dropped (gloo-timers'
-/// habit, without its glue).
-#[must_use]
-pub struct Timer {
-    cancel: js_sys::Function,
-    _tick: Closure<dyn FnMut()>,
-}
-
-impl Timer {
-    pub fn once(ms: u32, tick: impl FnOnce() + 'static) -> Timer {
-        let mut tick = Some(tick);
-        Timer::new(ms, false, move || {
-            if let Some(tick) = tick.take() {
-                tick();
-            }
-        })
-    }
-
-    pub fn every(ms: u32, tick: impl FnMut() + 'static) -> Timer {
-        Timer::new(ms, true, tick)
-    }
-
-    fn new(ms: u32, every: bool, tick: impl FnMut() + 'static) -> Timer {
-        let tick = Closure::<dyn FnMut()>::new(tick);
-        Timer { cancel: host::timer(ms, every, &tick), _tick: tick }
-    }
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        let _ = self.cancel.call0(&JsValue::UNDEFINED);
-    }
-}
-
 /// `localStorage`, or nothing: it throws in some private modes and sandboxed
 /// frames, and a full quota must never throw into the host page.
 pub struct Store {

@@ -1,6 +1,6 @@
 //! Where queued events live between page loads, and which page sends them.
 //!
-//! The [`Shelf`] holds one record per event ([`Record`]) under
+//! The shelf holds one record per event ([`Record`]) under
 //! `cuecast:v1:<scope>:<owner page>:<event id>`, in IndexedDB, else in
 //! `localStorage` (IndexedDB refused: some private modes, blocked storage),
 //! else nowhere (the events live as long as the page). IndexedDB writes are
@@ -21,163 +21,51 @@
 //! adopts every other owner's records at start: an event may then be sent by
 //! two live tabs, and the relay drops the duplicate by its id.
 //!
-//! The IndexedDB, `localStorage` and Web Locks calls themselves are in
-//! `host.js` (there a few hundred bytes; through web-sys and futures glue
-//! they were 5 KB gzip). Keys, record parsing and merging, and every
-//! decision stay here.
+//! The IndexedDB, `localStorage` and Web Locks calls, and their sequence
+//! (open, take the page lock, adopt under the adoption lock, watch the pages
+//! still alive), run in `host.js`'s driver (there a few hundred bytes;
+//! through web-sys and Rust futures they were kilobytes). What to store, the
+//! keys, record parsing and merging, and what to adopt stay here and in the
+//! outbox.
 
-use js_sys::{Array, Function, Promise};
-use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
+use js_sys::Array;
+use wasm_bindgen::JsValue;
 
-use super::host::{self, HostShelf};
 use crate::json::Json;
 use crate::outbox::{Change, Record};
 
-pub struct Shelf {
-    /// IndexedDB (with the rescue copy) or `localStorage`; `None`: memory only.
-    host: Option<HostShelf>,
-    /// `cuecast:v1:<scope>:`
-    prefix: String,
+/// `[key, value or null]` entries for the driver's `write` and `rescue`:
+/// records under `<prefix><owner>:<id>`, deletions as null.
+pub fn entries(prefix: &str, changes: impl IntoIterator<Item = Change>) -> Array {
+    changes
+        .into_iter()
+        .map(|change| {
+            let (owner, id, value) = match change {
+                Change::Put(r) => {
+                    let json = r.to_json();
+                    (r.owner, r.id, JsValue::from_str(&json))
+                }
+                Change::Delete { owner, id } => (owner, id, JsValue::NULL),
+            };
+            Array::of2(&format!("{prefix}{owner}:{id}").into(), &value)
+        })
+        .collect()
 }
 
-impl Shelf {
-    /// A shelf that keeps nothing (until [`Shelf::open`] finds storage).
-    pub fn memory(scope: &str) -> Shelf {
-        Shelf { host: None, prefix: format!("cuecast:v1:{scope}:") }
-    }
-
-    /// Opens IndexedDB, else `localStorage` (if a test write succeeds), else memory.
-    pub async fn open(scope: &str) -> Shelf {
-        let host = JsFuture::from(host::open_shelf()).await.ok().filter(|h| !h.is_null()).map(JsCast::unchecked_into);
-        Shelf { host, ..Shelf::memory(scope) }
-    }
-
-    /// `cuecast:v1:<scope>:`, also the start of the lock names.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    pub fn kind(&self) -> String {
-        self.host.as_ref().map_or_else(|| "memory only".into(), HostShelf::kind)
-    }
-
-    /// Whether other pages (and later loads) see what is written here.
-    pub fn shared(&self) -> bool {
-        self.host.is_some()
-    }
-
-    fn key(&self, owner: &str, id: &str) -> String {
-        format!("{}{owner}:{id}", self.prefix)
-    }
-
-    /// Writes `changes` in order. The writes are issued before this returns
-    /// (so they are on their way even if the page is closed next); the
-    /// future says whether they were committed. Never throws.
-    pub fn write(&self, changes: Vec<Change>) -> Option<JsFuture> {
-        let host = self.host.as_ref().filter(|_| !changes.is_empty())?;
-        let entries: Array = changes
-            .into_iter()
-            .map(|change| match change {
-                Change::Put(r) => self.entry(&r),
-                Change::Delete { owner, id } => Array::of2(&self.key(&owner, &id).into(), &JsValue::NULL),
-            })
-            .collect();
-        Some(JsFuture::from(host.write(entries)))
-    }
-
-    fn entry(&self, r: &Record) -> Array {
-        Array::of2(&self.key(&r.owner, &r.id).into(), &r.to_json().into())
-    }
-
-    /// Copies `records` to `localStorage` at once (the page may be closing
-    /// with IndexedDB writes uncommitted). A full quota only skips the copy.
-    pub fn rescue(&self, records: Vec<Record>) {
-        if let Some(host) = &self.host {
-            host.rescue(records.iter().map(|r| self.entry(r)).collect());
+/// The records among stored `texts` that `keep` accepts (a corrupt or
+/// foreign entry is skipped, never sent).
+/// Where an event has both an IndexedDB record and a rescue copy, the one
+/// further along (attempt, last send) wins.
+pub fn records(texts: &Array, keep: impl Fn(&Record) -> bool) -> Vec<Record> {
+    let progress = |r: &Record| r.batch.as_ref().map_or((0, i64::MIN), |m| (m.attempt, m.last));
+    let mut records: Vec<Record> = Vec::new();
+    let parsed = texts.iter().filter_map(|t| Record::from_json(&Json::parse(&t.as_string()?)?)).filter(keep);
+    for r in parsed {
+        match records.iter_mut().find(|known| known.id == r.id && known.owner == r.owner) {
+            Some(known) if progress(&r) > progress(known) => *known = r,
+            Some(_) => {}
+            None => records.push(r),
         }
     }
-
-    /// The owners that have records here, without reading the records.
-    pub async fn owners(&self) -> Vec<String> {
-        let mut owners: Vec<String> = Vec::new();
-        for key in strings(self.host.as_ref().map(|h| h.keys(&self.prefix))).await {
-            let owner = key.strip_prefix(&self.prefix).and_then(|k| k.split_once(':')).map(|(owner, _)| owner);
-            if let Some(owner) = owner.filter(|o| !owners.iter().any(|known| known == o)) {
-                owners.push(owner.to_string());
-            }
-        }
-        owners
-    }
-
-    /// The records `owner` left here. Where an event has both an IndexedDB
-    /// record and a rescue copy, the one further along (attempt, last send) wins.
-    pub async fn records_of(&self, owner: &str) -> Vec<Record> {
-        let raw = strings(self.host.as_ref().map(|h| h.values(&self.key(owner, "")))).await;
-        let parsed = raw
-            .iter()
-            .filter_map(|text| Json::parse(text))
-            .filter_map(|v| Record::from_json(&v))
-            .filter(|r| r.owner == owner);
-        let progress = |r: &Record| r.batch.as_ref().map_or((0, i64::MIN), |m| (m.attempt, m.last));
-        let mut records: Vec<Record> = Vec::new();
-        for r in parsed {
-            match records.iter_mut().find(|known| known.id == r.id) {
-                Some(known) if progress(&r) > progress(known) => *known = r,
-                Some(_) => {}
-                None => records.push(r),
-            }
-        }
-        records
-    }
-}
-
-/// The strings a host promise resolves with (none when it fails).
-async fn strings(promise: Option<Promise>) -> Vec<String> {
-    let Some(promise) = promise else { return Vec::new() };
-    let found = JsFuture::from(promise).await.unwrap_or(JsValue::UNDEFINED);
-    Array::from(&found).iter().filter_map(|v| v.as_string()).collect()
-}
-
-/// The Web Locks API (`navigator.locks`), where the page has it (secure
-/// contexts in current browsers).
-#[derive(Clone)]
-pub struct Locks;
-
-impl Locks {
-    pub fn get() -> Option<Locks> {
-        host::has_locks().then_some(Locks)
-    }
-
-    /// Takes lock `name` and keeps it until the returned function is called
-    /// (or the page goes away). Resolves once the lock is granted, with
-    /// `None` where the request was refused (the page goes on without it).
-    pub async fn hold(&self, name: &str) -> Option<Function> {
-        JsFuture::from(host::hold_lock(name)).await.ok()?.dyn_into().ok()
-    }
-
-    /// Runs `f` while holding lock `name`; resolves after it is released.
-    pub async fn with<F>(&self, name: &str, f: F) -> bool
-    where
-        F: std::future::Future<Output = ()> + 'static,
-    {
-        let task = Closure::once_into_js(move || {
-            wasm_bindgen_futures::future_to_promise(async move {
-                f.await;
-                Ok(JsValue::UNDEFINED)
-            })
-        });
-        JsFuture::from(host::with_lock(name, task)).await.is_ok_and(|done| done.is_truthy())
-    }
-
-    /// Calls `f` once lock `name` (another page's) is free: that page is gone
-    /// or frozen. The lock is released again at once.
-    pub fn when_free(&self, name: &str, f: impl FnOnce() + 'static) {
-        host::when_free(name, Closure::once_into_js(f));
-    }
-
-    /// The names of the locks held now, by any page of this origin.
-    pub async fn held(&self) -> Vec<String> {
-        strings(Some(host::held_locks())).await
-    }
+    records
 }
