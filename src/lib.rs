@@ -17,12 +17,12 @@
 //! - [`outbox`]: queue → batches → answers; one batch in flight; page-hide drain.
 //! - [`tracker`]: identity, sessions, and a call becoming a queued event.
 //!
-//! Browser IO sits in `browser/` (`mod.rs` the exported client and send
-//! loop, `convert.rs` JS values → JSON, `page.rs` clock/storage/context/
-//! timers, `transport.rs` fetch, `capture.rs` auto-capture, `persist.rs`
-//! the durable queue's storage and locks), compiled only for `wasm32` with
-//! the `browser` feature. The browser calls themselves are plain JavaScript
-//! in `browser/host.js`, declared in `browser/host.rs`. The relay links
+//! Browser IO sits in `browser/` (`mod.rs` the exported client, its hooks
+//! and `pump`, `convert.rs` JS values → [`json::Json`], `page.rs` clock/
+//! storage/context, `persist.rs` the durable queue's records), compiled only
+//! for `wasm32` with the `browser` feature. The browser calls themselves,
+//! and the driver that sequences them and calls the client's hooks, are
+//! plain JavaScript in `browser/host.js`, declared in `browser/host.rs`. The relay links
 //! this crate with default features off and gets the pure part only.
 
 pub mod config;
