@@ -729,7 +729,7 @@ impl Outbox {
             }
             Verdict::Split => self.fail(at, "the relay refused a single event as too large (413)".into()),
             Verdict::Reject => {
-                self.fail(at, format!("the relay refused the batch with status {}", status.unwrap_or(0)))
+                self.fail(at, format!("the relay refused the batch with status {}", u32::from(status.unwrap_or(0))))
             }
         }
     }

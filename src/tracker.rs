@@ -24,7 +24,7 @@ pub trait Env {
     fn uuid_v7(&mut self) -> String {
         let mut random = [0u8; 10];
         self.fill_random(&mut random);
-        uuid::Builder::from_unix_timestamp_millis(self.now_ms().max(0) as u64, &random).into_uuid().to_string()
+        uuid_v7(self.now_ms(), random)
     }
 
     /// A uniform random number in `[0, 1)`, for retry jitter.
@@ -369,7 +369,34 @@ impl Tracker {
 fn new_anonymous_id(env: &mut dyn Env) -> String {
     let mut random = [0u8; 16];
     env.fill_random(&mut random);
-    uuid::Builder::from_random_bytes(random).into_uuid().to_string()
+    uuid_text(random, 4)
+}
+
+/// A UUIDv7 (RFC 9562): the Unix time in milliseconds (48 bits), then
+/// random bits.
+pub fn uuid_v7(now_ms: i64, random: [u8; 10]) -> String {
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&(now_ms.max(0) as u64).to_be_bytes()[2..]);
+    bytes[6..].copy_from_slice(&random);
+    uuid_text(bytes, 7)
+}
+
+/// The hyphenated text of a UUID with `version` and the RFC variant set in
+/// `bytes`. Written here: the uuid crate's builder and formatting cost the
+/// browser bundle a kilobyte; the tests check both against it.
+fn uuid_text(mut bytes: [u8; 16], version: u8) -> String {
+    bytes[6] = (bytes[6] & 0x0f) | (version << 4);
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let mut out = String::with_capacity(36);
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        for nibble in [b >> 4, b & 15] {
+            out.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
+        }
+    }
+    out
 }
 
 fn properties_object(v: Json) -> Result<Json, Error> {
@@ -524,6 +551,19 @@ pub(crate) mod tests {
         assert_eq!(t.identity().user_id, None, "a rejected identify changes nothing");
         assert_eq!(t.identity().traits, Json::object());
         assert!(t.take_dirty_identity().is_some_and(|i| i.user_id.is_none()));
+    }
+
+    #[test]
+    fn ids_are_the_uuids_the_uuid_crate_makes() {
+        let random: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0xa5);
+        let tail: [u8; 10] = random[..10].try_into().unwrap();
+        let ms = 1_796_397_410_001;
+        assert_eq!(
+            uuid_v7(ms, tail),
+            uuid::Builder::from_unix_timestamp_millis(ms as u64, &tail).into_uuid().to_string()
+        );
+        assert_eq!(uuid_text(random, 4), uuid::Builder::from_random_bytes(random).into_uuid().to_string());
+        assert_eq!(uuid_v7(-5, [0xff; 10]), "00000000-0000-7fff-bfff-ffffffffffff", "time before 1970 is 0");
     }
 
     #[test]

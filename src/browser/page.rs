@@ -37,7 +37,7 @@ impl Env for BrowserEnv {
         }
         let mut random = [0u8; 10];
         self.fill_random(&mut random);
-        uuid::Builder::from_unix_timestamp_millis(self.now_ms().max(0) as u64, &random).into_uuid().to_string()
+        crate::tracker::uuid_v7(self.now_ms(), random)
     }
 
     fn fill_random(&mut self, buf: &mut [u8]) {
