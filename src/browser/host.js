@@ -327,6 +327,57 @@ async function heldLocks() {
   }
 }
 
+// Small reads and writes of the page, none of which throws into the wasm
+// (through web-sys each costs a binding, glue and the global-object lookup).
+export const hasWindow = () => typeof window != "undefined";
+export const now = () => Date.now();
+export const online = () => navigator.onLine;
+// `url` resolved against the page's address (null if it cannot be).
+export function resolveUrl(url) {
+  try {
+    return new URL(url, location.href).href;
+  } catch {
+    return null;
+  }
+}
+// Fills `bytes` from crypto.getRandomValues, or Math.random without Web
+// Crypto (very old browsers, some sandboxed frames: ids stay unique, just
+// less unpredictable).
+export function random(bytes) {
+  try {
+    crypto.getRandomValues(bytes);
+  } catch {
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.random() * 256;
+  }
+}
+// localStorage, which throws in some private modes and sandboxed frames:
+// null and false there, and when the quota is full.
+export function load(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+export function store(key, value) {
+  try {
+    localStorage.setItem(key, value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+export const log = (message) => console.log("[cuecast]", message);
+export const warn = (message) => console.warn(message);
+// The error every public call throws: a CuecastError with `code` and `field`.
+export function error(message, code, field) {
+  const e = new Error(message);
+  e.name = "CuecastError";
+  e.code = code;
+  e.field = field;
+  return e;
+}
+
 // What the page says about itself, for every event's context: the parts that
 // change (single-page apps), then those fixed for the page's life. A value
 // the browser does not give is null.

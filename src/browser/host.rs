@@ -49,6 +49,27 @@ extern "C" {
     /// The JSON text of `value`, or `[path, why]` when it cannot be sent as
     /// the developer meant it (a function, a cycle, an unsafe integer…).
     pub fn encode(value: &JsValue, field: &str) -> JsValue;
+    #[wasm_bindgen(js_name = hasWindow)]
+    pub fn has_window() -> bool;
+    /// `Date.now()`.
+    pub fn now() -> f64;
+    /// `navigator.onLine`.
+    pub fn online() -> bool;
+    /// `url` resolved against the page's address; `None` when it cannot be.
+    #[wasm_bindgen(js_name = resolveUrl)]
+    pub fn resolve_url(url: &str) -> Option<String>;
+    /// Fills `bytes` from `crypto.getRandomValues` (else `Math.random`).
+    pub fn random(bytes: &mut [u8]);
+    /// `localStorage.getItem`, `None` where storage is unavailable.
+    pub fn load(key: &str) -> Option<String>;
+    /// `localStorage.setItem`; false where it failed (quota, disabled).
+    pub fn store(key: &str, value: &str) -> bool;
+    /// `console.log("[cuecast]", message)`.
+    pub fn log(message: &str);
+    /// `console.warn(message)`.
+    pub fn warn(message: &str);
+    /// A JS `Error` named `CuecastError` with `code` and `field` properties.
+    pub fn error(message: &str, code: &str, field: &str) -> JsValue;
     /// `[url, path, referrer, title]`.
     #[wasm_bindgen(js_name = pageContext)]
     pub fn page_context() -> Array;

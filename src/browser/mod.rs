@@ -16,7 +16,7 @@ mod persist;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::{Array, Function, Promise, Reflect};
+use js_sys::{Array, Function, Promise};
 use wasm_bindgen::prelude::*;
 
 use crate::config::Config;
@@ -27,7 +27,7 @@ use crate::outbox::{storage_scope, Answer, Change, Outgoing, Push};
 use crate::retry::parse_retry_after;
 use crate::tracker::{Env, Identity, Tracked, Tracker};
 use host::Driver;
-use page::{log, BrowserEnv, StaticContext, Store};
+use page::{log, BrowserEnv, StaticContext};
 
 /// Where the identity (anonymous id, user, session, opt-out) is kept.
 const IDENTITY_KEY: &str = "cuecast:v1:identity";
@@ -46,9 +46,7 @@ pub struct Client {
 struct Inner {
     tracker: Tracker,
     env: BrowserEnv,
-    window: web_sys::Window,
     context: StaticContext,
-    store: Store,
     /// The IO of this client (`host.js`).
     driver: Driver,
     /// When the pending wake-up fires.
@@ -89,7 +87,9 @@ thread_local! {
 #[wasm_bindgen]
 pub fn init(options: JsValue) -> Result<Client, JsValue> {
     let fail = |e: Error| js_error("init", &e);
-    let window = web_sys::window().ok_or_else(|| fail(Error::invalid("", "needs a browser window")))?;
+    if !host::has_window() {
+        return Err(fail(Error::invalid("", "needs a browser window")));
+    }
     let mut options = convert::to_json(&options, "").map_err(fail)?;
     // A path ("/v1/batch", "./batch") means the page's own origin. Anything
     // else is validated as given, so "relay.example.com/v1" is an error, not
@@ -97,9 +97,8 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
     if let Some(endpoint) = options.get("endpoint").and_then(Json::as_str) {
         let relative = endpoint.starts_with('/') || endpoint.starts_with("./") || endpoint.starts_with("../");
         if relative && !endpoint.starts_with("//") {
-            let base = window.location().href().unwrap_or_default();
-            if let Ok(url) = web_sys::Url::new_with_base(endpoint.trim(), &base) {
-                options.insert("endpoint", url.href().as_str().into());
+            if let Some(url) = host::resolve_url(endpoint.trim()) {
+                options.insert("endpoint", url.as_str().into());
             }
         }
     }
@@ -121,9 +120,8 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         });
         return Ok(Client { inner });
     }
-    let mut env = BrowserEnv::new(&window);
-    let store = Store::open(&window);
-    let stored = store.load(IDENTITY_KEY).and_then(|v| Identity::from_json(&v));
+    let mut env = BrowserEnv::default();
+    let stored = page::load(IDENTITY_KEY).and_then(|v| Identity::from_json(&v));
     let prefix = format!("cuecast:v1:{}:", storage_scope(&config.write_key, &config.endpoint));
     let page = env.uuid_v7();
     let tracker = Tracker::new(config, stored, &mut env);
@@ -137,8 +135,6 @@ pub fn init(options: JsValue) -> Result<Client, JsValue> {
         context: StaticContext::read(),
         tracker,
         env,
-        window,
-        store,
         driver,
         timer_at: None,
         flushes: Vec::new(),
@@ -429,7 +425,7 @@ impl Client {
             match tracker.track_built_in(event, properties, context.context(), env) {
                 Ok(tracked) => drop(inner.after_track(tracked)),
                 // A misconfigured element is worth a warning even without debug.
-                Err(e) => web_sys::console::warn_1(&format!("[cuecast] auto-capture skipped {event}: {e}").into()),
+                Err(e) => host::warn(&format!("[cuecast] auto-capture skipped {event}: {e}")),
             }
         })
     }
@@ -639,17 +635,17 @@ impl Inner {
     }
 
     fn online(&self) -> bool {
-        self.window.navigator().on_line()
+        host::online()
     }
 
     fn persist_identity(&mut self) {
         if !self.tracker.needs_write() {
             return;
         }
-        let stored = self.store.load(IDENTITY_KEY).and_then(|v| Identity::from_json(&v));
+        let stored = page::load(IDENTITY_KEY).and_then(|v| Identity::from_json(&v));
         self.tracker.reconcile(stored);
         if let Some(identity) = self.tracker.take_dirty_identity() {
-            if !self.store.save(IDENTITY_KEY, &identity.to_json()) {
+            if !page::save(IDENTITY_KEY, &identity.to_json()) {
                 log(self.tracker.config.debug, || {
                     "could not store the identity (storage unavailable); it lasts for this page only".into()
                 });
@@ -660,9 +656,5 @@ impl Inner {
 
 /// A JS `Error` named `CuecastError` with `code` and `field` properties.
 fn js_error(method: &str, e: &Error) -> JsValue {
-    let err = js_sys::Error::new(&format!("cuecast.{method}: {e}"));
-    err.set_name("CuecastError");
-    let _ = Reflect::set(&err, &"code".into(), &e.code().into());
-    let _ = Reflect::set(&err, &"field".into(), &e.field().into());
-    err.into()
+    host::error(&format!("cuecast.{method}: {e}"), e.code(), e.field())
 }

@@ -1,32 +1,23 @@
 //! What the page can tell us: the clock, randomness, storage and context.
 
-use wasm_bindgen::prelude::*;
-use web_sys::{Storage, Window};
-
 use super::host;
 use crate::json::Json;
 use crate::tracker::Env;
 use crate::wire::{Context, Library, Page, Screen};
 
 /// The browser's clock and `crypto.getRandomValues`.
+#[derive(Default)]
 pub struct BrowserEnv {
-    crypto: Option<web_sys::Crypto>,
     /// While a call made before loading is replayed: the time it was made,
     /// and the id it was given then (for the event it creates).
     pub replay: Option<(i64, Option<String>)>,
-}
-
-impl BrowserEnv {
-    pub fn new(window: &Window) -> Self {
-        BrowserEnv { crypto: window.crypto().ok(), replay: None }
-    }
 }
 
 impl Env for BrowserEnv {
     fn now_ms(&self) -> i64 {
         match &self.replay {
             Some((at, _)) => *at,
-            None => js_sys::Date::now() as i64,
+            None => host::now() as i64,
         }
     }
 
@@ -41,14 +32,7 @@ impl Env for BrowserEnv {
     }
 
     fn fill_random(&mut self, buf: &mut [u8]) {
-        let filled = self.crypto.as_ref().is_some_and(|c| c.get_random_values_with_u8_array(buf).is_ok());
-        if !filled {
-            // No Web Crypto (very old browsers, some sandboxed frames): ids stay
-            // unique, just less unpredictable.
-            for b in buf.iter_mut() {
-                *b = (js_sys::Math::random() * 256.0) as u8;
-            }
-        }
+        host::random(buf);
     }
 }
 
@@ -90,31 +74,20 @@ impl StaticContext {
     }
 }
 
-/// `localStorage`, or nothing: it throws in some private modes and sandboxed
-/// frames, and a full quota must never throw into the host page.
-pub struct Store {
-    storage: Option<Storage>,
+/// The JSON stored in `localStorage` under `key` (`None` where there is
+/// none, or no storage: some private modes and sandboxed frames).
+pub fn load(key: &str) -> Option<Json> {
+    Json::parse(&host::load(key)?)
 }
 
-impl Store {
-    pub fn open(window: &Window) -> Self {
-        Store { storage: window.local_storage().ok().flatten() }
-    }
-
-    /// The JSON stored under `key`.
-    pub fn load(&self, key: &str) -> Option<Json> {
-        Json::parse(&self.storage.as_ref()?.get_item(key).ok()??)
-    }
-
-    /// Stores JSON text; false when it could not be stored (quota, disabled).
-    pub fn save(&self, key: &str, json: &str) -> bool {
-        self.storage.as_ref().is_some_and(|storage| storage.set_item(key, json).is_ok())
-    }
+/// Stores JSON text; false when it could not be stored (quota, disabled).
+pub fn save(key: &str, json: &str) -> bool {
+    host::store(key, json)
 }
 
 /// Logs to the console when `debug` is on; the message is only built then.
 pub fn log(debug: bool, message: impl FnOnce() -> String) {
     if debug {
-        web_sys::console::log_2(&JsValue::from_str("[cuecast]"), &JsValue::from_str(&message()));
+        host::log(&message());
     }
 }
