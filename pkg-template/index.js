@@ -24,7 +24,7 @@ function noopClient(options) {
     },
   };
   for (const name of CLIENT_METHODS) client[name] = () => say(name);
-  client._replay = (name) => say(name); // calls queued by load() before this stub came back
+  client._replayAt = () => {}; // calls queued by load() before this stub came back
   return client;
 }
 
@@ -97,10 +97,15 @@ function replayEarly(client, scope, early) {
   const calls = new Map(readEarly().filter((c) => c.s === scope).map((c) => [c.id, c]));
   for (const call of early.splice(0)) calls.set(call.id, call);
   for (const c of [...calls.values()].sort((a, b) => a.t - b.t)) {
+    // With the clock and the event id of the moment it was made.
+    client._replayAt(c.t, c.id);
     try {
-      client._replay(c.m, c.a, c.t, c.id);
+      if (!CLIENT_METHODS.includes(c.m)) throw new Error(`${c.m} is not a client method`);
+      client[c.m](...c.a);
     } catch (e) {
       console.warn("[cuecast] a call made before loading was refused:", e && e.message);
+    } finally {
+      client._replayAt(-1, "");
     }
   }
   // In the same task as the replay: the page cannot close in between.

@@ -439,7 +439,7 @@ export function driver(prefix, page, identityKey, captureClicks, debug) {
   };
   const becomeReady = () => {
     ready = true;
-    call(client, "_ready");
+    call(client, "_ready", true);
   };
   const write = (entries) =>
     shelf && entries.length
@@ -494,7 +494,7 @@ export function driver(prefix, page, identityKey, captureClicks, debug) {
         // and other pages may take its events meanwhile; nothing is sent
         // until it is back and knows which events are still its own.
         ready = false;
-        call(client, "_freeze");
+        call(client, "_ready", false);
         if (release) release();
         release = null;
       });

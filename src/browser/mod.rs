@@ -236,42 +236,20 @@ impl Client {
 
 #[wasm_bindgen]
 impl Client {
-    /// Replays a call made before the module loaded (`load()` and the plain
-    /// script loader), at the time `at` it was made and, for the event it
-    /// creates, with the `id` it was given then: a call replayed twice (the
-    /// page closed mid-replay) is one event at the relay.
-    #[wasm_bindgen(js_name = _replay)]
-    pub fn replay(&self, method: &str, args: js_sys::Array, at: f64, id: String) -> Result<Option<String>, JsValue> {
+    /// Pins the clock at `at` and the next event's id at `id` while a call
+    /// made before the module loaded (`load()` and the plain script loader)
+    /// is replayed, so that a call replayed twice (the page closed
+    /// mid-replay) is one event at the relay; `at` < 0 unpins them.
+    #[wasm_bindgen(js_name = _replayAt)]
+    pub fn replay_at(&self, at: f64, id: String) {
         let id = events::check_id_text("id", &id).ok().map(|()| id);
-        self.inner.borrow_mut().env.replay = Some((at as i64, id));
-        let arg = |i| args.get(i);
-        let result = match method {
-            "track" => self.track(arg(0), arg(1)),
-            "shoutoutClicked" => self.shoutout_clicked(arg(0)),
-            "surveySubmitted" => self.survey_submitted(arg(0)),
-            "onboardingTaskCompleted" => self.onboarding_task_completed(arg(0)),
-            "walkthruGoalReached" => self.walkthru_goal_reached(arg(0)),
-            "identify" => self.identify(arg(0), arg(1)),
-            "reset" => {
-                self.reset();
-                Ok(None)
-            }
-            "optOut" => {
-                self.opt_out();
-                Ok(None)
-            }
-            "optIn" => {
-                self.opt_in();
-                Ok(None)
-            }
-            _ => Err(js_error("replay", &Error::invalid("method", "is not a client method"))),
-        };
-        self.inner.borrow_mut().env.replay = None;
-        result
+        self.inner.borrow_mut().env.replay = (at >= 0.0).then_some((at as i64, id));
     }
 }
 
 impl Client {
+    /// A typed helper: the input object is the properties, and errors name
+    /// its fields directly.
     fn built_in(&self, method: &str, name: &str, input: JsValue) -> Result<Option<String>, JsValue> {
         let input = convert::to_json(&input, "").map_err(|e| js_error(method, &e))?;
         self.record(method, |t, ctx, env| t.track_built_in(name, input, ctx, env))
@@ -323,7 +301,7 @@ impl Client {
     pub fn adopt(&self, texts: Array) -> JsValue {
         let mut entries = JsValue::FALSE;
         self.with(|inner| {
-            let records = persist::records(&texts, |r| r.owner != inner.page);
+            let records = persist::records(&texts, &inner.page, false);
             let adopted = inner.tracker.outbox.adopt(records);
             log(inner.tracker.config.debug, || {
                 format!("took over {adopted} stored event(s) left by earlier or closed pages")
@@ -339,26 +317,20 @@ impl Client {
     #[wasm_bindgen(js_name = _keepOnly)]
     pub fn keep_only(&self, texts: Array) -> bool {
         self.with(|inner| {
-            let ours: Vec<String> =
-                persist::records(&texts, |r| r.owner == inner.page).into_iter().map(|r| r.id).collect();
+            let ours: Vec<String> = persist::records(&texts, &inner.page, true).into_iter().map(|r| r.id).collect();
             inner.tracker.outbox.keep_only(&ours);
         })
     }
 
-    /// Events left by earlier pages are adopted: sending may start (or resume).
+    /// `true`: events left by earlier pages are adopted, sending may start
+    /// (or resume). `false`: into the back/forward cache, nothing is sent
+    /// until the page is back and knows which events are still its own.
     #[wasm_bindgen(js_name = _ready)]
-    pub fn ready(&self) -> bool {
+    pub fn ready(&self, ready: bool) -> bool {
         self.with(|inner| {
-            inner.ready = true;
+            inner.ready = ready;
             inner.pump();
         })
-    }
-
-    /// Into the back/forward cache: nothing is sent until the page is back
-    /// and knows which events are still its own.
-    #[wasm_bindgen(js_name = _freeze)]
-    pub fn freeze(&self) -> bool {
-        self.with(|inner| inner.ready = false)
     }
 
     /// Time to look at the outbox again: the wake-up timer, events adopted,
