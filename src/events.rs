@@ -55,7 +55,7 @@ pub fn check_id_text(field: &str, s: &str) -> Result<(), Error> {
 }
 
 fn check_len(field: &str, s: &str) -> Result<(), Error> {
-    let chars = s.chars().count();
+    let chars = crate::json::char_count(s);
     if chars > MAX_NAME_CHARS {
         return Err(Error::invalid(field, format!("must be at most {MAX_NAME_CHARS} characters, got {chars}")));
     }

@@ -103,17 +103,24 @@ impl Json {
     /// library's float parser, which would cost the bundle 8 KB).
     pub fn as_f64(&self) -> Option<f64> {
         let Json::Number(text) = self else { return None };
-        let (mantissa, exponent) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
-        let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-        let negative = whole.starts_with('-');
+        let (mantissa, mut scale) = match text.split_once(['e', 'E']) {
+            Some((m, e)) => (m, Json::Number(e.trim_start_matches('+').into()).as_i64()?),
+            None => (text.as_str(), 0),
+        };
         let mut value = 0.0f64;
-        for b in whole.trim_start_matches('-').bytes().chain(fraction.bytes()) {
-            value = value * 10.0 + f64::from(b - b'0');
+        let mut fraction = false;
+        for b in mantissa.bytes() {
+            match b {
+                b'.' => fraction = true,
+                b'-' => {}
+                digit => {
+                    value = value * 10.0 + f64::from(digit - b'0');
+                    scale -= i64::from(fraction);
+                }
+            }
         }
-        let exponent = Json::Number(exponent.trim_start_matches('+').to_string()).as_i64()?;
-        let scale = i32::try_from(exponent - fraction.len() as i64).ok()?;
-        let value = if scale < 0 { value / 10f64.powi(-scale) } else { value * 10f64.powi(scale) };
-        Some(if negative { -value } else { value })
+        let value = value * 10f64.powi(scale.clamp(-999, 999) as i32);
+        Some(if text.starts_with('-') { -value } else { value })
     }
 
     pub fn is_null(&self) -> bool {
@@ -168,7 +175,7 @@ impl Json {
     pub fn describe(&self) -> String {
         match self {
             Json::Null | Json::Bool(_) | Json::Number(_) => self.text(),
-            Json::String(s) if s.chars().count() > 40 => "a long string".into(),
+            Json::String(s) if char_count(s) > 40 => "a long string".into(),
             // Quoted as JSON, the notation a JS developer reads.
             Json::String(_) => self.text(),
             Json::Array(_) => "an array".into(),
@@ -208,6 +215,13 @@ impl From<&serde_json::Map<String, serde_json::Value>> for Json {
     fn from(map: &serde_json::Map<String, serde_json::Value>) -> Json {
         Json::Object(map.iter().map(|(k, v)| (k.clone(), Json::from(v))).collect())
     }
+}
+
+/// The characters (Unicode scalar values) in `s`, as `s.chars().count()`
+/// counts them, by its bytes that do not continue a character: smaller than
+/// the standard library's vectorised count.
+pub fn char_count(s: &str) -> usize {
+    s.bytes().filter(|b| b & 0xC0 != 0x80).count()
 }
 
 /// Appends `s` as a JSON string, escaped as serde_json and `JSON.stringify`
@@ -515,6 +529,13 @@ mod tests {
             [("0.2", 0.2), ("-2.5", -2.5), ("1e-7", 1e-7), ("25E-1", 2.5), ("3", 3.0), ("1.5e+3", 1500.0)]
         {
             assert!((n(text).as_f64().unwrap() - want).abs() <= want.abs() * 1e-15, "{text}");
+        }
+    }
+
+    #[test]
+    fn characters_are_counted_as_chars_count_does() {
+        for s in ["", "abc", "é", "日本語", "🎉 party", "a\u{0}b"] {
+            assert_eq!(char_count(s), s.chars().count(), "{s:?}");
         }
     }
 

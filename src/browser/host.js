@@ -97,6 +97,13 @@ export function encode(value, field) {
   }
 }
 
+// The typed helper of each event auto-capture finds.
+const HELPERS = {
+  "shoutout.clicked": "shoutoutClicked",
+  "survey.submitted": "surveySubmitted",
+  "onboarding.task_completed": "onboardingTaskCompleted",
+};
+
 // Declarative auto-capture: `data-cuecast-*` attributes become events.
 // One delegated listener per event type on `document`, in the capture phase
 // (a page calling stopPropagation() does not hide interactions), nothing per
@@ -507,7 +514,17 @@ export function driver(prefix, page, identityKey, captureClicks, debug) {
         }
         becomeReady();
       });
-      if (captureClicks) capture((event, props) => call(client, "_captured", event, props));
+      // What auto-capture finds goes through the typed helper of its event,
+      // so it is validated as a call would be; a misconfigured element is
+      // worth a warning even without debug, never an exception in the page.
+      if (captureClicks)
+        capture((event, props) => {
+          try {
+            client[HELPERS[event]](props);
+          } catch (e) {
+            console.warn(`[cuecast] auto-capture skipped ${event}:${e.message.slice(e.message.indexOf(":") + 1)}`);
+          }
+        });
       shelf = await openShelf();
       await call(client, "_attach", shelf && shelf.kind);
       if (shelf) {

@@ -384,24 +384,6 @@ impl Client {
         })
     }
 
-    /// Auto-capture found an interaction (`host.js`, `capture`): through
-    /// the typed helpers' validation. Never throws into the page.
-    #[wasm_bindgen(js_name = _captured)]
-    pub fn captured(&self, event: String, properties: JsValue) -> bool {
-        let kinds = [events::SHOUTOUT_CLICKED, events::ONBOARDING_TASK_COMPLETED, events::SURVEY_SUBMITTED];
-        let Some(event) = kinds.into_iter().find(|kind| *kind == event) else { return true };
-        // Built from strings and numbers only: conversion cannot fail.
-        let Ok(properties) = convert::to_json(&properties, "") else { return true };
-        self.with(|inner| {
-            let Inner { tracker, env, context, .. } = inner;
-            match tracker.track_built_in(event, properties, context.context(), env) {
-                Ok(tracked) => drop(inner.after_track(tracked)),
-                // A misconfigured element is worth a warning even without debug.
-                Err(e) => host::warn(&format!("[cuecast] auto-capture skipped {event}: {e}")),
-            }
-        })
-    }
-
     /// The writes gathered during the last JS task.
     #[wasm_bindgen(js_name = _save)]
     pub fn save_gathered(&self) -> bool {
