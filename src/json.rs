@@ -238,12 +238,21 @@ pub fn quote(s: &str, out: &mut String) {
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
             c if c < ' ' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+                out.push_str("\\u00");
+                push_hex(c as u8, out);
             }
             c => out.push(c),
         }
     }
     out.push('"');
+}
+
+/// Appends `byte` as two lowercase hex digits (no `fmt` machinery: the
+/// storage scope, UUIDs and JSON escapes all need only this).
+pub(crate) fn push_hex(byte: u8, out: &mut String) {
+    for nibble in [byte >> 4, byte & 15] {
+        out.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
+    }
 }
 
 /// Writes `{"a":…,"b":…}` member by member (the SDK's hand-written records).

@@ -41,22 +41,6 @@ pub struct Report {
     pub dropped_why: Option<&'static str>,
 }
 
-impl Report {
-    /// `{sent, failed, pending, dropped, droppedWhy?}`, as `flush()` resolves.
-    pub fn to_json(&self) -> String {
-        let mut out = String::new();
-        let mut w = ObjectWriter::new(&mut out);
-        let count = |n: u64| n.min(i64::MAX as u64) as i64;
-        w.int("sent", count(self.sent)).int("failed", count(self.failed));
-        w.int("pending", count(self.pending)).int("dropped", count(self.dropped));
-        if let Some(why) = self.dropped_why {
-            w.str("droppedWhy", why);
-        }
-        w.end();
-        out
-    }
-}
-
 /// Why events were dropped (see [`Report::dropped_why`]).
 pub const DROPPED_FULL: &str = "the queue was full (maxQueueEvents or maxQueueBytes): the oldest were dropped";
 pub const DROPPED_OPT_OUT: &str = "the user opted out";
@@ -183,7 +167,11 @@ pub fn storage_scope(write_key: &str, endpoint: &str) -> String {
     for byte in write_key.bytes().chain([0]).chain(endpoint.bytes()) {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{hash:016x}")
+    let mut scope = String::with_capacity(16);
+    for byte in hash.to_be_bytes() {
+        crate::json::push_hex(byte, &mut scope);
+    }
+    scope
 }
 
 /// What a [`Outbox::push`] asks of the caller.

@@ -392,9 +392,7 @@ fn uuid_text(mut bytes: [u8; 16], version: u8) -> String {
         if matches!(i, 4 | 6 | 8 | 10) {
             out.push('-');
         }
-        for nibble in [b >> 4, b & 15] {
-            out.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
-        }
+        crate::json::push_hex(*b, &mut out);
     }
     out
 }

@@ -422,14 +422,6 @@ function call(client, hook, ...args) {
   });
 }
 
-// What `flush()` returns, and the function that settles it with the
-// report's JSON text.
-export function deferred() {
-  let settle;
-  const promise = new Promise((resolve) => (settle = (text) => resolve(JSON.parse(text))));
-  return [promise, settle];
-}
-
 // The IO of one client, sequenced: storage opened, this page's lock held,
 // events of pages that are gone handed over, the lifecycle reported, batches
 // posted, the wake-up timer set. `prefix` is the client's storage and lock
@@ -438,6 +430,7 @@ export function deferred() {
 export function driver(prefix, page, identityKey, captureClicks, debug) {
   let client, shelf, release, timeout;
   let ready = false;
+  const settles = [];
   const watched = new Set();
   const locks = typeof navigator != "undefined" && navigator.locks;
   const pageLock = (owner) => `${prefix}page:${owner}`;
@@ -509,7 +502,8 @@ export function driver(prefix, page, identityKey, captureClicks, debug) {
         if (!e.persisted) return;
         if (shelf && locks) {
           await hold();
-          await call(client, "_keepOnly", await shelf.values(`${prefix}${page}:`));
+          const ours = await shelf.keys(`${prefix}${page}:`);
+          await call(client, "_keepOnly", ours.map((key) => key.slice(prefix.length + page.length + 1)));
           await adopt();
         }
         becomeReady();
@@ -541,6 +535,15 @@ export function driver(prefix, page, identityKey, captureClicks, debug) {
       post(url, body, timeoutMs, keepaliveBytes > 0).then(([status, retryAfter]) =>
         call(client, "_reply", batchId, status, retryAfter, keepaliveBytes, navigator.onLine),
       );
+    },
+    // What flush() returns: settled with the next report.
+    flush() {
+      return new Promise((resolve) => settles.push(resolve));
+    },
+    settle(sent, failed, pending, dropped, why) {
+      const report = { sent, failed, pending, dropped };
+      if (why) report.droppedWhy = why;
+      for (const resolve of settles.splice(0)) resolve(report);
     },
     // Wakes the client in `ms` (replacing the previous wake-up); < 0 cancels.
     wake(ms) {

@@ -8,7 +8,7 @@
 //! (README, "Size"). What the calls mean and what to do next is decided in
 //! Rust.
 
-use js_sys::{Array, Function};
+use js_sys::{Array, Promise};
 use wasm_bindgen::prelude::*;
 
 use super::Client;
@@ -31,6 +31,12 @@ extern "C" {
     /// `_save` on the next microtask.
     #[wasm_bindgen(method)]
     pub fn soon(this: &Driver);
+    /// A promise for the next `settle`: what `flush()` returns.
+    #[wasm_bindgen(method)]
+    pub fn flush(this: &Driver) -> Promise;
+    /// Resolves every waiting `flush()` with this report.
+    #[wasm_bindgen(method)]
+    pub fn settle(this: &Driver, sent: f64, failed: f64, pending: f64, dropped: f64, dropped_why: Option<&str>);
     /// `[key, value or null]` entries, written in order.
     #[wasm_bindgen(method)]
     pub fn write(this: &Driver, entries: Array);
@@ -38,8 +44,6 @@ extern "C" {
     #[wasm_bindgen(method)]
     pub fn rescue(this: &Driver, entries: Array);
 
-    /// `[promise, settle(report JSON)]` for `flush()`.
-    pub fn deferred() -> Array;
     /// Whether `fetch` supports `keepalive` here (`Request.prototype.keepalive`).
     #[wasm_bindgen(js_name = keepaliveSupported)]
     pub fn keepalive_supported() -> bool;
@@ -76,9 +80,4 @@ extern "C" {
     /// `[userAgent, locale, timezone, screen width, screen height]`.
     #[wasm_bindgen(js_name = staticContext)]
     pub fn static_context() -> Array;
-}
-
-/// Settles a `flush()` promise with the report's JSON.
-pub fn settle(settle: &Function, report: &str) {
-    let _ = settle.call1(&JsValue::NULL, &JsValue::from_str(report));
 }

@@ -16,7 +16,7 @@ mod persist;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::{Array, Function, Promise};
+use js_sys::{Array, Promise};
 use wasm_bindgen::prelude::*;
 
 use crate::config::Config;
@@ -51,8 +51,8 @@ struct Inner {
     driver: Driver,
     /// When the pending wake-up fires.
     timer_at: Option<i64>,
-    /// `flush()` calls waiting: when each was made, and what settles it.
-    flushes: Vec<(i64, Function)>,
+    /// When each `flush()` still waiting was made (the driver holds their promises).
+    flushes: Vec<i64>,
     /// Auto-capture is this client's (the first client that asked for it).
     capture: bool,
     /// Body bytes of keepalive requests in flight (see [`KEEPALIVE_BUDGET`]).
@@ -225,12 +225,12 @@ impl Client {
     /// Sends everything queued now. Resolves with `{sent, failed, pending, dropped}`
     /// counted since the previous `flush()`.
     pub fn flush(&self) -> Promise {
-        let pair = host::deferred();
         let mut inner = self.inner.borrow_mut();
+        let settled = inner.driver.flush();
         let since = inner.env.now_ms();
-        inner.flushes.push((since, pair.get(1).unchecked_into()));
+        inner.flushes.push(since);
         inner.pump();
-        pair.get(0).unchecked_into()
+        settled
     }
 }
 
@@ -301,7 +301,7 @@ impl Client {
     pub fn adopt(&self, texts: Array) -> JsValue {
         let mut entries = JsValue::FALSE;
         self.with(|inner| {
-            let records = persist::records(&texts, &inner.page, false);
+            let records = persist::records(&texts, &inner.page);
             let adopted = inner.tracker.outbox.adopt(records);
             log(inner.tracker.config.debug, || {
                 format!("took over {adopted} stored event(s) left by earlier or closed pages")
@@ -312,12 +312,13 @@ impl Client {
         entries
     }
 
-    /// Back from the back/forward cache with this page's stored records
-    /// `texts`: lets go of the events another page took over meanwhile.
+    /// Back from the back/forward cache with the `ids` of the events
+    /// stored as this page's: lets go of those another page took over
+    /// meanwhile.
     #[wasm_bindgen(js_name = _keepOnly)]
-    pub fn keep_only(&self, texts: Array) -> bool {
+    pub fn keep_only(&self, ids: Array) -> bool {
         self.with(|inner| {
-            let ours: Vec<String> = persist::records(&texts, &inner.page, true).into_iter().map(|r| r.id).collect();
+            let ours: Vec<String> = ids.iter().filter_map(|id| id.as_string()).collect();
             inner.tracker.outbox.keep_only(&ours);
         })
     }
@@ -421,7 +422,7 @@ impl Inner {
     fn pump(&mut self) {
         let online = self.online();
         // The latest flush decides what "tried in this flush" means.
-        let since = self.flushes.iter().map(|f| f.0).max();
+        let since = self.flushes.iter().copied().max();
         let Inner { tracker, env, ready, .. } = self;
         let now = env.now_ms();
         // Events left by earlier pages go first: nothing is sent before they are adopted.
@@ -451,10 +452,11 @@ impl Inner {
                 report.sent, report.failed, report.pending, report.dropped
             )
         });
-        let json = report.to_json();
-        for (_, settle) in self.flushes.drain(..) {
-            host::settle(&settle, &json);
-        }
+        self.flushes.clear();
+        let count = |n: u64| n as f64;
+        let (sent, failed, pending, dropped) =
+            (count(report.sent), count(report.failed), count(report.pending), count(report.dropped));
+        self.driver.settle(sent, failed, pending, dropped, report.dropped_why);
     }
 
     /// Sends one batch, as a keepalive request when it fits in the budget (so

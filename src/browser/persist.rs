@@ -52,17 +52,15 @@ pub fn entries(prefix: &str, changes: impl IntoIterator<Item = Change>) -> Array
         .collect()
 }
 
-/// The records among stored `texts` owned by `page` (`mine`) or by other
-/// pages (`!mine`); a corrupt or foreign entry is skipped, never sent.
+/// The records among stored `texts` owned by pages other than `page` (a
+/// corrupt or foreign entry is skipped, never sent).
 /// Where an event has both an IndexedDB record and a rescue copy, the one
 /// further along (attempt, last send) wins.
-pub fn records(texts: &Array, page: &str, mine: bool) -> Vec<Record> {
+pub fn records(texts: &Array, page: &str) -> Vec<Record> {
     let progress = |r: &Record| r.batch.as_ref().map_or((0, i64::MIN), |m| (m.attempt, m.last));
     let mut records: Vec<Record> = Vec::new();
-    let parsed = texts
-        .iter()
-        .filter_map(|t| Record::from_json(&Json::parse(&t.as_string()?)?))
-        .filter(|r| (r.owner == page) == mine);
+    let parsed =
+        texts.iter().filter_map(|t| Record::from_json(&Json::parse(&t.as_string()?)?)).filter(|r| r.owner != page);
     for r in parsed {
         match records.iter_mut().find(|known| known.id == r.id && known.owner == r.owner) {
             Some(known) if progress(&r) > progress(known) => *known = r,
