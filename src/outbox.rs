@@ -336,6 +336,11 @@ impl Outbox {
         }
     }
 
+    /// Whether [`Outbox::persist_as`] named an owner.
+    pub fn persisting(&self) -> bool {
+        self.owner.is_some()
+    }
+
     /// The changes to write to storage since the last call, in order.
     pub fn take_changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)

@@ -28,7 +28,7 @@ http.createServer((req, res) => {
     return res.end(JSON.stringify({ endpoint: `${RELAY}/v1/batch`, writeKey: "pk_live_demo" }));
   }
   if (url.pathname.startsWith("/cuecast/")) {
-    // The package, snippets/ included; nothing outside pkg/.
+    // The package's files; nothing outside pkg/.
     const file = path.join(pkg, path.normalize(decodeURIComponent(url.pathname.slice("/cuecast/".length))));
     if (!file.startsWith(pkg + path.sep)) return res.writeHead(404).end("not found");
     return serveFile(res, file);

@@ -4,7 +4,8 @@
 // a few lines here and, through web-sys, gloo and Rust futures, kilobytes of
 // wasm and glue (README, "Size"). The decisions stay in Rust: this file only
 // performs IO and reports what happened to the client's hooks. wasm-bindgen
-// copies it into the package (`snippets/`) and imports it from the glue.
+// copies it beside the glue, which imports it; the package build bundles
+// the three (index.js, glue, this) into one module.
 
 // POSTs `body` as text/plain (a CORS-simple request: no preflight) and
 // resolves with [status, Retry-After], status 0 when there was no answer
@@ -468,7 +469,10 @@ export function driver(prefix, page, identityKey, captureClicks, debug) {
     if (texts.length) await write(await call(client, "_adopt", texts));
   };
   const adopt = () => (locks ? withLock(prefix + "adopt", takeOver) : takeOver());
-  const adoptAndSend = () => adopt().then(() => call(client, "_wake", false));
+  // `_wake(why)`: 0 the timer or events adopted, 1 back online, 2 the page
+  // hidden or left, 3 the writes of the last task are due (WAKE_* in mod.rs).
+  const wake = (why) => call(client, "_wake", why);
+  const adoptAndSend = () => adopt().then(() => wake(0));
   const watch = (owner) => {
     if (watched.has(owner)) return;
     watched.add(owner);
@@ -482,13 +486,13 @@ export function driver(prefix, page, identityKey, captureClicks, debug) {
     async start(c) {
       client = c;
       addEventListener("storage", (e) => e.key === identityKey && e.newValue && call(client, "_identity", e.newValue));
-      addEventListener("online", () => call(client, "_wake", true));
+      addEventListener("online", () => wake(1));
       // `visibilitychange` to hidden is the last event a mobile browser
       // reliably fires; `pagehide` covers navigation; never `unload`, which
       // disables the back/forward cache.
-      document.addEventListener("visibilitychange", () => document.visibilityState == "hidden" && call(client, "_hide"));
+      document.addEventListener("visibilitychange", () => document.visibilityState == "hidden" && wake(2));
       addEventListener("pagehide", (e) => {
-        call(client, "_hide");
+        wake(2);
         if (!e.persisted) return;
         // Into the back/forward cache: a held lock keeps a page out of it,
         // and other pages may take its events meanwhile; nothing is sent
@@ -548,17 +552,20 @@ export function driver(prefix, page, identityKey, captureClicks, debug) {
     // Wakes the client in `ms` (replacing the previous wake-up); < 0 cancels.
     wake(ms) {
       clearTimeout(timeout);
-      if (ms >= 0) timeout = setTimeout(() => call(client, "_wake", false), ms);
+      if (ms >= 0) timeout = setTimeout(() => wake(0), ms);
     },
     // The client's writes of this JS task, gathered and written right after it.
     soon() {
-      queueMicrotask(() => call(client, "_save"));
+      queueMicrotask(() => wake(3));
     },
     // `[key, value or null]` entries, in order; never throws.
     write,
     // A synchronous copy to localStorage (the page may be closing).
     rescue(entries) {
       if (shelf) shelf.rescue(entries);
+      // Storage not open yet (the page is closed in its first moments):
+      // straight to localStorage, where the next page looks too.
+      else if (shelf === undefined) for (const [key, value] of entries) store(key, value);
     },
   };
 }

@@ -33,6 +33,11 @@ use page::{log, BrowserEnv, StaticContext};
 const IDENTITY_KEY: &str = "cuecast:v1:identity";
 /// How long one request may take before it counts as a network error.
 const REQUEST_TIMEOUT_MS: u32 = 10_000;
+/// Why `_wake` is called (`host.js` passes the same numbers).
+const WAKE_TIMER: u8 = 0;
+const WAKE_ONLINE: u8 = 1;
+const WAKE_HIDDEN: u8 = 2;
+const WAKE_SAVE: u8 = 3;
 /// Bytes of keepalive request bodies in flight at once: browsers allow 64 KB
 /// per page in all, and a request over it fails at once.
 const KEEPALIVE_BUDGET: usize = 60 * 1024;
@@ -334,17 +339,24 @@ impl Client {
         })
     }
 
-    /// Time to look at the outbox again: the wake-up timer, events adopted,
-    /// or back `online`.
+    /// Time to act, and why (`WAKE_*`): the wake-up timer or events
+    /// adopted, back online, the page hidden or being left, or the writes
+    /// gathered during the last JS task are due. One hook for the four:
+    /// each export costs bundle bytes (README, "Size").
     #[wasm_bindgen(js_name = _wake)]
-    pub fn wake(&self, online: bool) -> bool {
-        self.with(|inner| {
-            if online {
-                log(inner.tracker.config.debug, || "online again: sending what waited".into());
-            } else {
+    pub fn wake(&self, why: u8) -> bool {
+        self.with(|inner| match why {
+            WAKE_TIMER => {
                 inner.timer_at = None;
+                inner.pump();
             }
-            inner.pump();
+            WAKE_ONLINE => {
+                log(inner.tracker.config.debug, || "online again: sending what waited".into());
+                inner.pump();
+            }
+            WAKE_HIDDEN => inner.on_hide(),
+            WAKE_SAVE => inner.save_now(),
+            _ => {}
         })
     }
 
@@ -366,13 +378,6 @@ impl Client {
         })
     }
 
-    /// The page is hidden or being left: send everything queued at once, as
-    /// keepalive requests within the budget. What does not fit waits.
-    #[wasm_bindgen(js_name = _hide)]
-    pub fn hide(&self) -> bool {
-        self.with(Inner::on_hide)
-    }
-
     /// Another tab stored a new identity (opt-out, login, logout): adopt it.
     #[wasm_bindgen(js_name = _identity)]
     pub fn identity(&self, raw: String) -> bool {
@@ -383,12 +388,6 @@ impl Client {
             // Ours held a later change than that tab's (stale) copy: write it back.
             inner.persist_identity();
         })
-    }
-
-    /// The writes gathered during the last JS task.
-    #[wasm_bindgen(js_name = _save)]
-    pub fn save_gathered(&self) -> bool {
-        self.with(Inner::save_now)
     }
 }
 
@@ -477,6 +476,8 @@ impl Inner {
         );
     }
 
+    /// The page is hidden or being left: send everything queued at once, as
+    /// keepalive requests within the budget. What does not fit waits.
     fn on_hide(&mut self) {
         if !self.online() {
             return self.save_and_copy();
@@ -566,8 +567,15 @@ impl Inner {
     }
 
     /// The page may be closing: writes what is gathered now and copies every
-    /// pending event synchronously to `localStorage` (see `persist`).
+    /// pending event synchronously to `localStorage` (see `persist`). Also
+    /// before storage has opened (a page closed in its first moments): the
+    /// events become this page's records then, and the copy is all there is
+    /// of them for the next page to take over.
     fn save_and_copy(&mut self) {
+        if !self.tracker.outbox.persisting() {
+            let page = self.page.clone();
+            self.tracker.outbox.persist_as(page);
+        }
         self.save_now();
         let records = self.tracker.outbox.snapshot();
         self.driver.rescue(persist::entries(&self.prefix, records.into_iter().map(Change::Put)));

@@ -266,6 +266,39 @@ test("a page that tracks 200 events and closes: what fits in 60 KB goes at once,
   await receiver.close();
 });
 
+test("a page closed before its storage has opened still leaves what did not fit in the keepalive budget to the next page", async () => {
+  const receiver = keep(await startReceiver());
+  const context = await browser.newContext();
+  const options = { endpoint: receiver.endpoint, flushAt: 1000, flushInterval: 3_600_000, maxBatchBytes: 512 * 1024 };
+  const page = await context.newPage();
+  const logs = [];
+  page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+  // IndexedDB answers 5 s late in this page only: it closes before then.
+  await page.addInitScript(() => {
+    const open = IDBFactory.prototype.open;
+    IDBFactory.prototype.open = function (...args) {
+      const real = open.apply(this, args);
+      const late = { result: undefined, onsuccess: null, onerror: null, onupgradeneeded: null };
+      real.onupgradeneeded = () => ((late.result = real.result), late.onupgradeneeded && late.onupgradeneeded());
+      real.onsuccess = () => setTimeout(() => ((late.result = real.result), late.onsuccess && late.onsuccess()), 5000);
+      real.onerror = () => late.onerror && late.onerror();
+      return late;
+    };
+  });
+  await page.goto(url(options));
+  await page.waitForFunction(() => window.cc);
+  const ids = await page.evaluate(() => Array.from({ length: 200 }, (_, i) => cc.track("early", { i, note: "x".repeat(300) })));
+  await page.close({ runBeforeUnload: false });
+  await new Promise((r) => setTimeout(r, 1000));
+  const sentAtClose = new Set(receiver.events().map((e) => e.id));
+  assert.ok(sentAtClose.size > 0 && sentAtClose.size < 200, `${sentAtClose.size} sent as the page closed`);
+  const next = await tab(context, options);
+  await receiver.until(() => ids.every((id) => dedupe(receiver).unique.has(id)), 20_000);
+  noPageErrors([...logs, ...next.logs]);
+  await context.close();
+  await receiver.close();
+});
+
 test("IndexedDB blocked: localStorage keeps the events across a reload; both blocked: memory, and the page sees no exception", async () => {
   const probe = keep(await startReceiver());
   const { endpoint, port } = probe;

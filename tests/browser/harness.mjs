@@ -191,18 +191,9 @@ export function verifySignature(request, secret, content) {
 
 /**
  * The files a page downloads to run the SDK from the installed package: the
- * wasm module, the wasm-bindgen glue, `index.js` and the glue's snippets
- * (`host.js`). What the size test and `cargo xtask bench` weigh.
+ * wasm module and `index.js` (the entry, bundled with the wasm-bindgen glue
+ * and `host.js`). What the size test and `cargo xtask bench` weigh.
  */
 export function payloadFiles(pkg = path.join(here, "node_modules/cuecast")) {
-  const files = ["cuecast_bg.wasm", "cuecast.js", "index.js"].map((f) => path.join(pkg, f));
-  const walk = (dir) => {
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, entry.name);
-      if (entry.isDirectory()) walk(p);
-      else if (p.endsWith(".js")) files.push(p);
-    }
-  };
-  if (fs.existsSync(path.join(pkg, "snippets"))) walk(path.join(pkg, "snippets"));
-  return files;
+  return ["cuecast_bg.wasm", "index.js"].map((f) => path.join(pkg, f));
 }
