@@ -77,26 +77,13 @@ impl Json {
     /// serde_json's `as_u64`: `9.0` is not one).
     pub fn as_u64(&self) -> Option<u64> {
         let Json::Number(text) = self else { return None };
-        let mut n: u64 = 0;
-        for b in text.bytes() {
-            if !b.is_ascii_digit() {
-                return None;
-            }
-            n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-        }
-        Some(n)
+        digits(text)
     }
 
     /// An integer written without fraction or exponent.
     pub fn as_i64(&self) -> Option<i64> {
         let Json::Number(text) = self else { return None };
-        match text.strip_prefix('-') {
-            Some(digits) => {
-                let n = Json::Number(digits.to_string()).as_u64()?;
-                0i64.checked_sub_unsigned(n)
-            }
-            None => i64::try_from(self.as_u64()?).ok(),
-        }
+        integer(text)
     }
 
     /// The number's value, as near as `f64` gets (without the standard
@@ -104,7 +91,7 @@ impl Json {
     pub fn as_f64(&self) -> Option<f64> {
         let Json::Number(text) = self else { return None };
         let (mantissa, mut scale) = match text.split_once(['e', 'E']) {
-            Some((m, e)) => (m, Json::Number(e.trim_start_matches('+').into()).as_i64()?),
+            Some((m, e)) => (m, integer(e.strip_prefix('+').unwrap_or(e))?),
             None => (text.as_str(), 0),
         };
         let mut value = 0.0f64;
@@ -214,6 +201,27 @@ impl From<&serde_json::Value> for Json {
 impl From<&serde_json::Map<String, serde_json::Value>> for Json {
     fn from(map: &serde_json::Map<String, serde_json::Value>) -> Json {
         Json::Object(map.iter().map(|(k, v)| (k.clone(), Json::from(v))).collect())
+    }
+}
+
+/// A non-empty run of ASCII digits as a number, `None` beyond `u64` (the
+/// SDK's one integer parser: `str::parse` accepts signs and costs the
+/// browser bundle its generic code).
+pub(crate) fn digits(s: &str) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.bytes().try_fold(0u64, |n, b| match b {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
+        _ => None,
+    })
+}
+
+/// [`digits`] with an optional leading minus sign, within `i64`.
+fn integer(s: &str) -> Option<i64> {
+    match s.strip_prefix('-') {
+        Some(rest) => 0i64.checked_sub_unsigned(digits(rest)?),
+        None => i64::try_from(digits(s)?).ok(),
     }
 }
 

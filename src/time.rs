@@ -22,13 +22,9 @@ pub fn format_millis(ms: i64) -> String {
     )
 }
 
-/// A run of 1 to 18 ASCII digits as a number (`str::parse` accepts signs
-/// and costs the browser bundle its generic integer parser).
+/// A non-empty run of ASCII digits within `i64` ([`crate::json::digits`]).
 pub(crate) fn digits(s: &str) -> Option<i64> {
-    if s.is_empty() || s.len() > 18 {
-        return None;
-    }
-    s.bytes().try_fold(0i64, |n, b| b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0')))
+    i64::try_from(crate::json::digits(s)?).ok()
 }
 
 /// Parses an RFC 3339 timestamp (`Z` or `±hh:mm` offset, optional fraction)

@@ -410,14 +410,16 @@ export function staticContext() {
 
 // Calls the client's `hook`; the promise resolves with what it returned. A
 // hook returns false when the client is inside another call (its state
-// borrowed, which a wasm exception would leave so for good): it is called
-// again on the next microtask.
+// borrowed): it is called again on the next microtask. A borrow only lasts
+// a synchronous call, so one that outlives 100 tries means a client that
+// stopped (a trap in the wasm): give up rather than spin the page.
 function call(client, hook, ...args) {
   return new Promise((done) => {
+    let tries = 0;
     const go = () => {
       const result = client[hook](...args);
-      if (result === false) queueMicrotask(go);
-      else done(result);
+      if (result !== false) done(result);
+      else if (++tries < 100) queueMicrotask(go);
     };
     go();
   });

@@ -609,7 +609,7 @@ impl Inner {
         let stored = page::load(IDENTITY_KEY).and_then(|v| Identity::from_json(&v));
         self.tracker.reconcile(stored);
         if let Some(identity) = self.tracker.take_dirty_identity() {
-            if !page::save(IDENTITY_KEY, &identity.to_json()) {
+            if !host::store(IDENTITY_KEY, &identity.to_json()) {
                 log(self.tracker.config.debug, || {
                     "could not store the identity (storage unavailable); it lasts for this page only".into()
                 });

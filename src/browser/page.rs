@@ -80,11 +80,6 @@ pub fn load(key: &str) -> Option<Json> {
     Json::parse(&host::load(key)?)
 }
 
-/// Stores JSON text; false when it could not be stored (quota, disabled).
-pub fn save(key: &str, json: &str) -> bool {
-    host::store(key, json)
-}
-
 /// Logs to the console when `debug` is on; the message is only built then.
 pub fn log(debug: bool, message: impl FnOnce() -> String) {
     if debug {

@@ -294,6 +294,7 @@ test("a page closed before its storage has opened still leaves what did not fit 
   assert.ok(sentAtClose.size > 0 && sentAtClose.size < 200, `${sentAtClose.size} sent as the page closed`);
   const next = await tab(context, options);
   await receiver.until(() => ids.every((id) => dedupe(receiver).unique.has(id)), 20_000);
+  figure("early_close_200_duplicates", dedupe(receiver).duplicates);
   noPageErrors([...logs, ...next.logs]);
   await context.close();
   await receiver.close();

@@ -52,7 +52,7 @@ pub fn build(tools: &Tools) -> Result<PathBuf> {
         let entry = entry.map_err(|e| e.to_string())?;
         std::fs::copy(entry.path(), pkg.join(entry.file_name())).map_err(|e| format!("{:?}: {e}", entry.path()))?;
     }
-    minify(tools, &pkg)?;
+    bundle(tools, &pkg)?;
     check_versions(&pkg)?;
     let out = root.join("target/npm");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
@@ -68,7 +68,7 @@ pub fn build(tools: &Tools) -> Result<PathBuf> {
 /// One module for the page to fetch, and one gzip stream compresses better
 /// than three (README, "Size"). The sources keep their comments; the package
 /// need not carry them. The glue and the snippet are then not shipped.
-fn minify(tools: &Tools, pkg: &std::path::Path) -> Result {
+fn bundle(tools: &Tools, pkg: &std::path::Path) -> Result {
     step("esbuild: index.js bundled with the glue and host.js, minified; loader.js minified");
     let entry = pkg.join("index.js");
     run(Command::new(&tools.esbuild)

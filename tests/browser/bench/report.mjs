@@ -189,6 +189,7 @@ if (durable) {
     first_resend_after_reload_ms: "reload with stored events: ms from the reload to the first resend at the receiver",
     offline_lost: "30 s offline, then online: events lost",
     close_200_duplicates: "200 events, page closed, next page sends the rest: extra copies received",
+    early_close_200_duplicates: "the same, closed before its storage opened: extra copies received",
   };
   const rows = Object.entries(durable.figures).map(([k, v]) => [notes[k] ?? k.replaceAll("_", " "), String(v)]);
   out.push(table(["figure", "value"], rows), "");
